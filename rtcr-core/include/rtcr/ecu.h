@@ -1,0 +1,133 @@
+/* rtcr/ecu.h — one ECU's runtime: the emulated kernel, core's services, and the target
+ * protection domains (each a Linux process) that run on it.
+ *
+ * This is what the agent drives. It knows nothing of networks, peers or config files: the agent
+ * reads its config and calls these functions. An rtcr_ecu_t owns internal threads (one mirror
+ * thread per target thread, serving that thread's IPC; one timer thread); callbacks set here
+ * are invoked from those threads unless stated otherwise, so they must be thread-safe and short.
+ *
+ * Target lifecycle: added (STOPPED) -> start -> RUNNING; the process exiting or being killed
+ * makes it FAILED (with exit status or signal) unless it was stopped on purpose (STOPPED).
+ * rtcr_ecu_reap() must be called when SIGCHLD arrives (the agent does this from its event loop).
+ */
+#ifndef RTCR_ECU_H
+#define RTCR_ECU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <rtcr/kernel.h>
+
+typedef struct rtcr_ecu rtcr_ecu_t;
+typedef struct rtcr_target rtcr_target_t;
+
+enum rtcr_target_state {
+    RTCR_TARGET_STOPPED = 0, /* not running: never started or stopped on purpose */
+    RTCR_TARGET_STARTING,    /* process spawned, construct not yet finished */
+    RTCR_TARGET_RUNNING,     /* running normally */
+    RTCR_TARGET_FAILED,      /* exited or killed without being asked to */
+    RTCR_TARGET_RESTORING,   /* being restored from an image */
+    RTCR_TARGET_STATE_MAX
+};
+const char *rtcr_target_state_name(enum rtcr_target_state s); /* "running", ... */
+
+/* Parameters of an ECU. Strings are copied. */
+typedef struct rtcr_ecu_params {
+    const char *name;        /* ECU name, e.g. "ecu1" */
+    size_t ram_total;        /* RAM the ECU can hand out to all targets together (bytes) */
+    unsigned log_lines;      /* LOG lines kept per target for `ecuctl log` (ring buffer) */
+} rtcr_ecu_params_t;
+
+/* A ROM module offered to a target: a name and a file whose content becomes the dataspace. */
+typedef struct rtcr_rom_spec {
+    const char *name; /* module name the component asks for */
+    const char *path; /* file with the content */
+} rtcr_rom_spec_t;
+
+/* How to run one target. Strings and arrays are copied. */
+typedef struct rtcr_target_spec {
+    const char *name;              /* unique on the ECU */
+    const char *binary;            /* path of the executable (its ROM module "binary") */
+    size_t ram_quota;              /* RAM quota of the target (bytes) */
+    unsigned cap_limit;            /* max capabilities the component may hold (<= 4096) */
+    const rtcr_rom_spec_t *roms;   /* extra ROM modules */
+    size_t n_roms;                 /* number of roms */
+    const char *const *services;   /* services this target provides to others (names) */
+    size_t n_services;             /* number of services */
+} rtcr_target_spec_t;
+
+/* Events reported to the agent. */
+enum rtcr_ecu_event {
+    RTCR_EV_TARGET_STARTED = 0, /* construct done, target running */
+    RTCR_EV_TARGET_EXITED,      /* process ended (state says FAILED or STOPPED) */
+    RTCR_EV_TARGET_KILLED_BY_AGENT, /* the runtime killed a misbehaving target (reason given) */
+    RTCR_EV_TARGET_DENIED,      /* a request of the target was refused (quota, cap limit, bad
+                                   message); detail says which and why */
+    RTCR_EV_MAX
+};
+typedef void (*rtcr_ecu_event_fn)(void *ctx, rtcr_target_t *t, enum rtcr_ecu_event ev,
+                                  const char *detail);
+/* A LOG line written by a target (without newline). */
+typedef void (*rtcr_ecu_log_fn)(void *ctx, rtcr_target_t *t, const char *line);
+
+/* Create an ECU runtime. Caller owns. -ENOMEM, -EINVAL (bad params). */
+int rtcr_ecu_new(const rtcr_ecu_params_t *params, rtcr_ecu_t **ret_ecu);
+/* Kill every target (SIGKILL, reaped), stop all threads, free everything. NULL-safe. */
+void rtcr_ecu_destroy(rtcr_ecu_t **p);
+
+void rtcr_ecu_set_event_cb(rtcr_ecu_t *ecu, rtcr_ecu_event_fn fn, void *ctx);
+void rtcr_ecu_set_log_cb(rtcr_ecu_t *ecu, rtcr_ecu_log_fn fn, void *ctx);
+const char *rtcr_ecu_name(const rtcr_ecu_t *ecu);
+rtcr_kernel_t *rtcr_ecu_kernel(rtcr_ecu_t *ecu);
+
+/* Register a target (state STOPPED). -EEXIST (name taken), -EINVAL (bad spec: empty name,
+ * cap_limit out of range, quota 0), -ENOENT (binary or a ROM file missing). */
+int rtcr_ecu_add_target(rtcr_ecu_t *ecu, const rtcr_target_spec_t *spec,
+                        rtcr_target_t **ret_target);
+/* Remove a stopped/failed target. -EBUSY if running. */
+int rtcr_ecu_remove_target(rtcr_ecu_t *ecu, rtcr_target_t **p);
+rtcr_target_t *rtcr_ecu_find_target(rtcr_ecu_t *ecu, const char *name); /* borrowed or NULL */
+/* Call fn for each target in name order; non-zero return stops and is returned. */
+int rtcr_ecu_foreach_target(rtcr_ecu_t *ecu, int (*fn)(void *ctx, rtcr_target_t *t), void *ctx);
+
+/* Start the target's process (fresh: construct runs). -EALREADY if running. */
+int rtcr_target_start(rtcr_target_t *t);
+/* Stop on purpose: SIGKILL and reap; state STOPPED. -EALREADY if not running. */
+int rtcr_target_stop(rtcr_target_t *t);
+/* Simulate a crash: SIGKILL; state becomes FAILED when reaped. -ESRCH if not running. */
+int rtcr_target_kill(rtcr_target_t *t);
+
+/* Reap exited target processes (waitpid WNOHANG on the runtime's children only) and update
+ * their state; emits RTCR_EV_TARGET_EXITED. Call from the agent's loop on SIGCHLD. */
+int rtcr_ecu_reap(rtcr_ecu_t *ecu);
+
+const char *rtcr_target_name(const rtcr_target_t *t);
+enum rtcr_target_state rtcr_target_state(const rtcr_target_t *t);
+pid_t rtcr_target_pid(const rtcr_target_t *t); /* 0 if not running */
+/* How the last process ended: exit code (>= 0) or -signal; 0 if it never ended. */
+int rtcr_target_exit_status(const rtcr_target_t *t);
+/* Text for FAILED: "exited with status 3", "killed by signal 9 (Killed)", or the reason the
+ * runtime killed it. Borrowed until the next state change. */
+const char *rtcr_target_failure(const rtcr_target_t *t);
+uint64_t rtcr_target_started_usec(const rtcr_target_t *t); /* monotonic, 0 if never */
+unsigned rtcr_target_restarts(const rtcr_target_t *t);
+rtcr_kobj_t *rtcr_target_task(rtcr_target_t *t); /* borrowed; NULL when not running */
+
+/* RAM accounting of the target: quota and bytes in use. */
+size_t rtcr_target_ram_quota(const rtcr_target_t *t);
+size_t rtcr_target_ram_used(const rtcr_target_t *t);
+
+/* Recent LOG lines, oldest first; fn gets a borrowed line. */
+int rtcr_target_foreach_log(rtcr_target_t *t, int (*fn)(void *ctx, const char *line), void *ctx);
+/* The target's cap space (see rtcr_task_foreach_cap). -ESRCH if not running. */
+int rtcr_target_foreach_cap(rtcr_target_t *t, int (*fn)(void *ctx, const rtcr_cap_info_t *cap),
+                            void *ctx);
+
+/* Fire a simulated interrupt line: every IRQ session on it signals its handler (or latches
+ * until acked). -ERANGE if line >= RTCR_IRQ_LINES. Returns the number of sessions notified. */
+#define RTCR_IRQ_LINES 256
+int rtcr_ecu_irq_fire(rtcr_ecu_t *ecu, unsigned line);
+
+#endif

@@ -1,0 +1,250 @@
+/* ecu_internal.h — struct bodies shared by the ECU runtime's files (rtcr_ecu.c, rtcr_target.c,
+ * rtcr_svc_*.c). Not a public header.
+ *
+ * Every object the agent hands to a target is an RPC object: an IPC gate with a badge, bound to
+ * the target's core thread, whose kernel-object user pointer is a `struct obj`. The record behind
+ * it is the "online state" of the interception layer: everything needed to recreate the object
+ * (creation and upgrade args, bootstrapped or not, per-type state). Records refer to each other
+ * by badge or by owning list, never by pointer into the target.
+ *
+ * Locking: ecu->lock protects the target list and the IRQ line table; t->lock protects all of a
+ * target's records. Order: ecu->lock, then t->lock, then the kernel's own lock. The core-thread
+ * handler runs with t->lock held for its whole duration.
+ */
+#ifndef RTCR_ECU_INTERNAL_H
+#define RTCR_ECU_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <rtcr/ecu.h>
+#include <rtcr/kernel.h>
+#include <rtcr/rpc.h>
+#include <rtcr/utcb.h>
+
+#define NAME_MAX_LEN 64
+
+enum obj_kind {
+    OBJ_SESSION = 0, /* a session object (struct session) */
+    OBJ_DATASPACE,   /* a RAM or ROM dataspace (struct dataspace) */
+    OBJ_SIGCTX,      /* a signal context (struct sigctx) */
+    OBJ_PARENT,      /* the parent interface of a target */
+    OBJ_RPC,         /* a component-local RPC object served by one of its entrypoints */
+    OBJ_KIND_MAX
+};
+
+/* Common head of every record behind a gate. */
+struct obj {
+    enum obj_kind kind;       /* what the record is */
+    struct rtcr_target *t;    /* the target it belongs to */
+    rtcr_kobj_t *gate;        /* the IPC gate (owned reference) */
+    rtcr_badge_t badge;       /* the gate's badge */
+    bool bootstrapped;        /* created before construct finished */
+    uint64_t created_seq;     /* creation order within the target (restore matches by it) */
+};
+
+struct dataspace {
+    struct obj o;             /* head: kind OBJ_DATASPACE */
+    struct dataspace *next;   /* in the owning RAM/ROM session's list */
+    size_t size;              /* bytes, page multiple */
+    size_t pool_off;          /* offset in the target's RAM pool memfd */
+    bool readonly;            /* ROM content */
+    unsigned attach_count;    /* live attachments (free refuses while attached) */
+};
+
+struct attachment {
+    struct attachment *next;  /* in the RM session's list, ascending address */
+    rtcr_badge_t ds_badge;    /* the attached dataspace */
+    uint64_t addr;            /* address in the target */
+    size_t size;              /* bytes */
+    size_t offset;            /* offset into the dataspace */
+    unsigned flags;           /* RTCR_RM_* */
+};
+
+struct sigsrc {
+    struct sigsrc *next;      /* in the PD session's list */
+    uint64_t id;              /* source id given to the component (a badge-like number) */
+    rtcr_kobj_t *irq;         /* kernel IRQ the component attaches to its entrypoint thread */
+    unsigned ep_index;        /* the entrypoint thread it was made for */
+    struct sigctx *queue;     /* contexts with pending signals, FIFO */
+};
+
+struct sigctx {
+    struct obj o;             /* head: kind OBJ_SIGCTX */
+    struct sigctx *next;      /* in the PD session's list */
+    struct sigctx *qnext;     /* in the source's pending queue */
+    uint64_t source_id;       /* owning signal source */
+    uint64_t imprint;         /* the component's value identifying the handler */
+    unsigned pending;         /* submits not yet fetched */
+    bool queued;              /* on the source's queue */
+};
+
+struct rpcobj {
+    struct obj o;             /* head: kind OBJ_RPC */
+    struct rpcobj *next;      /* in the PD session's list */
+    unsigned ep_index;        /* entrypoint thread serving it */
+};
+
+struct session {
+    struct obj o;                       /* head: kind OBJ_SESSION */
+    struct session *next;               /* in the target's session list */
+    enum rtcr_service type;             /* which service */
+    char args[RTCR_SESSION_ARGS_MAX + 1];    /* creation args */
+    char upgrade[RTCR_SESSION_ARGS_MAX + 1]; /* accumulated upgrade args */
+    size_t quota;                       /* RAM quota donated to the session */
+    union {
+        struct {
+            struct sigsrc *sources;     /* signal sources */
+            struct sigctx *contexts;    /* signal contexts */
+            struct rpcobj *rpcs;        /* local RPC objects */
+            uint64_t next_source_id;    /* allocator for source ids */
+            uint64_t root_addr;         /* cap_space_info: component root (cap map, pool) */
+            uint64_t root_size;         /* its size */
+        } pd;
+        struct {
+            struct dataspace *dss;      /* allocated dataspaces */
+            size_t used;                /* bytes allocated */
+        } ram;
+        struct {
+            struct attachment *atts;    /* attachments, ascending */
+        } rm;
+        struct {
+            char module[NAME_MAX_LEN];  /* module name */
+            struct dataspace *ds;       /* its content */
+            size_t length;              /* content bytes (the dataspace is page-rounded) */
+        } rom;
+        struct {
+            char label[NAME_MAX_LEN];   /* label of the LOG session */
+        } log;
+        struct {
+            rtcr_badge_t sigh;          /* signal context badge, 0 if none */
+            uint64_t period_usec;       /* periodic interval, 0 for one-shot */
+            uint64_t deadline_usec;     /* next expiry (monotonic), 0 = not armed */
+            uint64_t epoch_usec;        /* session creation time (for TIMER_NOW) */
+        } timer;
+        struct {
+            unsigned line;              /* interrupt line */
+            rtcr_badge_t sigh;          /* signal context badge, 0 if none */
+            bool unmasked;              /* acked: the next interrupt is delivered */
+            bool pending;               /* an interrupt arrived while masked */
+            uint64_t count;             /* interrupts seen */
+        } irq;
+    } u;
+};
+
+struct tthread {
+    rtcr_kobj_t *kthread;    /* kernel thread (owned reference), NULL if slot unused */
+    pthread_t mirror;        /* agent thread serving this thread's UTCB */
+    rtcr_utcb_mirror_t *m;   /* the serving end of the thread's UTCB (owned) */
+    bool mirror_running;     /* mirror started and not yet joined */
+    char name[32];           /* thread name */
+};
+
+struct logring {
+    char **lines;            /* ring of owned strings */
+    unsigned cap;            /* capacity */
+    unsigned head;           /* next write position */
+    unsigned count;          /* lines held */
+};
+
+struct rtcr_target {
+    struct rtcr_ecu *ecu;          /* owning ECU */
+    struct rtcr_target *next;      /* in the ECU's list (name order) */
+    pthread_mutex_t lock;          /* protects everything below */
+    /* spec */
+    char name[NAME_MAX_LEN];       /* target name */
+    char *binary;                  /* executable path */
+    size_t ram_quota;              /* RAM quota */
+    unsigned cap_limit;            /* capability limit */
+    rtcr_rom_spec_t *roms;         /* ROM modules (owned strings) */
+    size_t n_roms;                 /* number of roms */
+    /* lifecycle */
+    enum rtcr_target_state state;  /* see rtcr_target_state_name() */
+    pid_t pid;                     /* process, 0 if none */
+    int exit_status;               /* last exit: code or -signal */
+    char failure[160];             /* failure text */
+    bool stopping;                 /* a stop was requested: exit is not a failure */
+    uint64_t started_usec;         /* monotonic start time */
+    unsigned restarts;             /* starts after the first */
+    unsigned starts;               /* total starts */
+    struct logring log;            /* recent LOG lines */
+    /* process resources (valid while pid != 0) */
+    rtcr_utcb_area_t *utcb;        /* the UTCB area shared with the process (owned) */
+    uint32_t abort_word;           /* non-zero: every mirror of the target stops */
+    int pool_fd;                   /* RAM pool memfd */
+    uint8_t *pool;                 /* agent's mapping of the pool */
+    size_t pool_size;              /* pool bytes */
+    struct extent *pool_used;      /* allocated extents, ascending offset */
+    int sock_fd;                   /* agent end of the parent socket */
+    rtcr_kobj_t *task;             /* the target's kernel task (owned) */
+    rtcr_kobj_t *core_task;        /* core's task for this target (owned) */
+    rtcr_kobj_t *core_thread;      /* core thread serving the target's sessions (owned) */
+    struct obj *parent;            /* the parent object (slot 8) */
+    struct tthread threads[RTCR_THREAD_MAX]; /* target threads by thread-area index */
+    struct session *sessions;      /* all sessions, newest first */
+    uint64_t obj_seq;              /* creation counter for struct obj */
+    struct obj **objtab;           /* badge -> record, open addressing (power-of-two size) */
+    size_t objtab_cap;             /* slots in objtab */
+    size_t objtab_n;               /* records in objtab */
+    size_t ram_used;               /* RAM charged: dataspaces + session quotas */
+    bool constructed;              /* construct finished */
+    bool dead;                     /* process gone: mirrors must stop */
+};
+
+struct extent {
+    struct extent *next;     /* ascending offset */
+    size_t off;              /* pool offset */
+    size_t size;             /* bytes */
+};
+
+struct rtcr_ecu {
+    char name[NAME_MAX_LEN];       /* ECU name */
+    rtcr_kernel_t *kernel;         /* the emulated kernel (owned) */
+    pthread_mutex_t lock;          /* protects targets and irq lines */
+    struct rtcr_target *targets;   /* name order */
+    size_t ram_total;              /* RAM for all targets */
+    unsigned log_lines;            /* LOG ring size per target */
+    rtcr_ecu_event_fn event_fn;    /* event callback */
+    void *event_ctx;               /* its context */
+    rtcr_ecu_log_fn log_fn;        /* LOG callback */
+    void *log_ctx;                 /* its context */
+    /* timer service */
+    pthread_t timer_thread;        /* runs expired timers */
+    pthread_mutex_t timer_lock;    /* protects timer_stop, timer_kick */
+    pthread_cond_t timer_cond;     /* wakes the timer thread */
+    bool timer_stop;               /* ask the timer thread to end */
+    bool timer_running;            /* thread started */
+};
+
+/* ---- rtcr_target.c --------------------------------------------------------------------- */
+int target_spawn(struct rtcr_target *t);       /* t->lock held by caller? no: takes it */
+void target_teardown(struct rtcr_target *t);   /* free process resources; t->lock not held */
+int target_pool_alloc(struct rtcr_target *t, size_t size, size_t *ret_off);
+void target_pool_free(struct rtcr_target *t, size_t off, size_t size);
+int target_thread_add(struct rtcr_target *t, const char *name, unsigned *ret_index);
+void target_log_line(struct rtcr_target *t, const char *line);
+void target_emit(struct rtcr_target *t, enum rtcr_ecu_event ev, const char *detail);
+
+/* ---- rtcr_svc.c ------------------------------------------------------------------------ */
+/* The handler of a target's core thread: dispatches every RPC to a core object. */
+int svc_dispatch(void *ctx, rtcr_kobj_t *thread, uint64_t label, const rtcr_msg_t *req,
+                 rtcr_msg_t *reply);
+/* Make the parent object at slot 8. */
+int svc_make_parent(struct rtcr_target *t);
+/* Free every record of a target (kernel objects included). t->lock held. */
+void svc_free_all(struct rtcr_target *t);
+/* Submit a signal to the context with `badge`. t->lock held. */
+int svc_signal_submit(struct rtcr_target *t, rtcr_badge_t badge, unsigned count);
+/* Timer service: the earliest deadline over all targets' timer sessions, 0 if none; and
+ * running everything due. Called by the timer thread with no locks held. */
+uint64_t svc_timers_run(struct rtcr_ecu *ecu, uint64_t now_usec);
+/* IRQ line fired: notify the target's IRQ sessions on `line`; returns how many. t->lock held */
+int svc_irq_fire(struct rtcr_target *t, unsigned line);
+/* Kick the timer thread after (re)arming a timer. */
+void ecu_timer_kick(struct rtcr_ecu *ecu);
+
+uint64_t now_usec(void);
+
+#endif

@@ -1,0 +1,472 @@
+/* rtcr_target.c — a target protection domain as a Linux process, and the agent threads that
+ * stand in for its threads in the emulated kernel.
+ *
+ * A target process is started from its binary with three file descriptors: the UTCB area
+ * (RTCR_FD_UTCB), the RAM pool holding all its dataspaces (RTCR_FD_POOL; a sealed memfd that
+ * the agent maps too, so checkpointing reads memory without the target's help) and a
+ * seqpacket socket to the agent (RTCR_FD_PARENT). It runs with address-space randomisation
+ * off and dies with the agent (PR_SET_PDEATHSIG), so code, data and dataspaces sit at the same
+ * addresses in every incarnation.
+ *
+ * Its kernel side: a task whose slot 1 is itself and slot 8 the parent (an RPC object of the
+ * agent), thread 0 (the main thread) bound into the thread area at slots 9..11, and a core
+ * task + core thread whose handler (rtcr_svc.c) serves every session of the target. Each
+ * target thread i has a mirror: an agent pthread that takes the operations the thread posts
+ * in UTCB i and performs them in the kernel on its behalf.
+ *
+ * Teardown after the process ends: mark dead, raise the abort word, delete the target's
+ * kernel objects (which wakes mirrors blocked in kernel waits), join the mirrors, then free
+ * the records, the pool and the area.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ecu_internal.h"
+
+extern char **environ;
+
+#define POOL_SLACK (1u << 20) /* pool bytes beyond quota and ROM content */
+#define PAGE_SZ 4096u
+
+uint64_t now_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void target_emit(struct rtcr_target *t, enum rtcr_ecu_event ev, const char *detail)
+{
+    if (t->ecu->event_fn)
+        t->ecu->event_fn(t->ecu->event_ctx, t, ev, detail);
+}
+
+void target_log_line(struct rtcr_target *t, const char *line)
+{
+    struct logring *l = &t->log;
+    if (l->cap) {
+        char *copy = strdup(line);
+        if (copy) {
+            free(l->lines[l->head]);
+            l->lines[l->head] = copy;
+            l->head = (l->head + 1) % l->cap;
+            if (l->count < l->cap)
+                l->count++;
+        }
+    }
+    if (t->ecu->log_fn)
+        t->ecu->log_fn(t->ecu->log_ctx, t, line);
+}
+
+/* ---- RAM pool: first fit over a sorted extent list -------------------------------------- */
+
+int target_pool_alloc(struct rtcr_target *t, size_t size, size_t *ret_off)
+{
+    size_t off = 0;
+    struct extent **pp = &t->pool_used;
+    for (; *pp; pp = &(*pp)->next) {
+        if ((*pp)->off >= off + size)
+            break;
+        off = (*pp)->off + (*pp)->size;
+    }
+    if (off > t->pool_size || size > t->pool_size - off)
+        return -ENOSPC;
+    struct extent *e = malloc(sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    e->off = off;
+    e->size = size;
+    e->next = *pp;
+    *pp = e;
+    *ret_off = off;
+    return 0;
+}
+
+void target_pool_free(struct rtcr_target *t, size_t off, size_t size)
+{
+    for (struct extent **pp = &t->pool_used; *pp; pp = &(*pp)->next) {
+        if ((*pp)->off != off)
+            continue;
+        struct extent *e = *pp;
+        *pp = e->next;
+        free(e);
+        /* give the memory back and leave zeroes for the next user */
+        if (fallocate(t->pool_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                      (off_t)size) < 0)
+            memset(t->pool + off, 0, size);
+        return;
+    }
+}
+
+/* ---- mirrors ------------------------------------------------------------------------------ */
+
+struct mirror_arg {
+    struct rtcr_target *t; /* the target */
+    unsigned index;        /* thread index */
+};
+
+/* Resolve an IRQ capability of the target for the IRQ operations. */
+static int target_irq(struct rtcr_target *t, unsigned slot, rtcr_kobj_t **ret)
+{
+    rtcr_kobj_t *o;
+    unsigned rights;
+    int r = rtcr_task_lookup(t->ecu->kernel, t->task, slot, &o, &rights);
+    if (r < 0)
+        return r;
+    if (rtcr_kobj_type_of(o) != RTCR_KOBJ_IRQ) {
+        rtcr_kobj_unref(&o);
+        return -EPROTOTYPE;
+    }
+    *ret = o;
+    return 0;
+}
+
+static void *mirror_main(void *p)
+{
+    struct mirror_arg a = *(struct mirror_arg *)p;
+    free(p);
+    struct rtcr_target *t = a.t;
+    rtcr_kernel_t *k = t->ecu->kernel;
+    struct tthread *th = &t->threads[a.index];
+    rtcr_utcb_req_t req;
+    rtcr_msg_t out;
+
+    for (;;) {
+        int r = rtcr_utcb_serve_next(th->m, 0, &req);
+        if (r == -ECANCELED || __atomic_load_n(&t->dead, __ATOMIC_ACQUIRE))
+            break;
+        if (r < 0)
+            continue;
+        rtcr_kobj_t *kt = th->kthread;
+        uint64_t label = 0;
+        if (req.rcv_count) {
+            r = rtcr_thread_set_rcv_window(k, kt, req.rcv_base, req.rcv_count);
+            if (r < 0) {
+                rtcr_utcb_complete(th->m, r, NULL, 0);
+                continue;
+            }
+        }
+        switch (req.op) {
+        case RTCR_UTCB_OP_CALL:
+            out = req.msg;
+            r = rtcr_ipc_call(k, kt, req.dest, &out, req.timeout_usec);
+            rtcr_utcb_complete(th->m, r, r >= 0 ? &out : NULL, 0);
+            break;
+        case RTCR_UTCB_OP_REPLY_WAIT:
+        case RTCR_UTCB_OP_WAIT:
+            memset(&out, 0, sizeof(out));
+            r = rtcr_ipc_reply_and_wait(k, kt, req.op == RTCR_UTCB_OP_REPLY_WAIT ? &req.msg : NULL,
+                                        &out, &label, req.timeout_usec);
+            if (r == -EINTR && __atomic_load_n(&t->dead, __ATOMIC_ACQUIRE)) {
+                rtcr_utcb_release(th->m);
+                goto out;
+            }
+            rtcr_utcb_complete(th->m, r, r >= 0 ? &out : NULL, label);
+            break;
+        case RTCR_UTCB_OP_IRQ_RECEIVE:
+        case RTCR_UTCB_OP_IRQ_TRIGGER:
+        case RTCR_UTCB_OP_IRQ_UNMASK: {
+            rtcr_kobj_t *irq = NULL;
+            r = target_irq(t, req.dest, &irq);
+            if (r >= 0) {
+                if (req.op == RTCR_UTCB_OP_IRQ_RECEIVE)
+                    r = rtcr_irq_receive(k, irq, kt, req.timeout_usec);
+                else if (req.op == RTCR_UTCB_OP_IRQ_TRIGGER)
+                    r = rtcr_irq_trigger(k, irq);
+                else
+                    r = rtcr_irq_unmask(k, irq);
+                rtcr_kobj_unref(&irq);
+            }
+            rtcr_utcb_complete(th->m, r, NULL, 0);
+            break;
+        }
+        default:
+            rtcr_utcb_complete(th->m, -ENOSYS, NULL, 0);
+            break;
+        }
+    }
+out:
+    return NULL;
+}
+
+static int mirror_start(struct rtcr_target *t, unsigned index)
+{
+    struct tthread *th = &t->threads[index];
+    rtcr_utcb_t *u = rtcr_utcb_area_utcb(t->utcb, index);
+    if (!u)
+        return -ERANGE;
+    int r = rtcr_utcb_mirror_new(u, &t->abort_word, 0, &th->m);
+    if (r < 0)
+        return r;
+    struct mirror_arg *a = malloc(sizeof(*a));
+    if (!a) {
+        rtcr_utcb_mirror_destroy(&th->m);
+        return -ENOMEM;
+    }
+    a->t = t;
+    a->index = index;
+    r = -pthread_create(&th->mirror, NULL, mirror_main, a);
+    if (r < 0) {
+        free(a);
+        rtcr_utcb_mirror_destroy(&th->m);
+        return r;
+    }
+    th->mirror_running = true;
+    return 0;
+}
+
+/* Create, bind and serve a new target thread. t->lock held (called from the CPU service). */
+int target_thread_add(struct rtcr_target *t, const char *name, unsigned *ret_index)
+{
+    rtcr_kernel_t *k = t->ecu->kernel;
+    rtcr_kobj_t *kt;
+    unsigned index;
+    char full[96];
+    snprintf(full, sizeof(full), "thread '%s' of %s", name, t->name);
+    int r = rtcr_thread_create(k, t->task, full, &kt);
+    if (r < 0)
+        return r;
+    r = rtcr_task_bind_thread(k, t->task, kt, &index);
+    if (r < 0) {
+        rtcr_kobj_delete(k, kt);
+        rtcr_kobj_unref(&kt);
+        return r;
+    }
+    t->threads[index].kthread = kt;
+    snprintf(t->threads[index].name, sizeof(t->threads[index].name), "%s", name);
+    r = mirror_start(t, index);
+    if (r < 0) {
+        rtcr_kobj_delete(k, kt);
+        rtcr_kobj_unref(&t->threads[index].kthread);
+        return r;
+    }
+    *ret_index = index;
+    return 0;
+}
+
+/* ---- process ----------------------------------------------------------------------------- */
+
+static size_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (size_t)st.st_size : 0;
+}
+
+static int make_pool(struct rtcr_target *t)
+{
+    size_t size = t->ram_quota + file_size(t->binary) + POOL_SLACK;
+    for (size_t i = 0; i < t->n_roms; i++)
+        size += file_size(t->roms[i].path) + PAGE_SZ;
+    size = (size + PAGE_SZ - 1) & ~(size_t)(PAGE_SZ - 1);
+    char name[NAME_MAX_LEN + 16];
+    snprintf(name, sizeof(name), "rtcr-pool-%s", t->name);
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -errno;
+    /* sealed: the target holds the fd and must not be able to shrink it under our mapping */
+    if (ftruncate(fd, (off_t)size) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+        int r = -errno;
+        close(fd);
+        return r;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int r = -errno;
+        close(fd);
+        return r;
+    }
+    t->pool_fd = fd;
+    t->pool = p;
+    t->pool_size = size;
+    return 0;
+}
+
+/* Kernel objects of a new incarnation: task, parent, core task/thread, main thread. */
+static int make_kernel_side(struct rtcr_target *t)
+{
+    rtcr_kernel_t *k = t->ecu->kernel;
+    char name[NAME_MAX_LEN + 16];
+    int r = rtcr_task_create(k, t->name, &t->task);
+    if (r < 0)
+        return r;
+    snprintf(name, sizeof(name), "core:%s", t->name);
+    if ((r = rtcr_task_create(k, name, &t->core_task)) < 0)
+        return r;
+    if ((r = rtcr_thread_create(k, t->core_task, name, &t->core_thread)) < 0)
+        return r;
+    if ((r = rtcr_thread_set_handler(k, t->core_thread, svc_dispatch, t)) < 0)
+        return r;
+    if ((r = svc_make_parent(t)) < 0)
+        return r;
+    unsigned index;
+    return target_thread_add(t, "main", &index);
+}
+
+/* Free the resources of the current incarnation. Called with t->lock NOT held, after the
+ * process is gone (or was never started). */
+void target_teardown(struct rtcr_target *t)
+{
+    rtcr_kernel_t *k = t->ecu->kernel;
+    pthread_mutex_lock(&t->lock);
+    __atomic_store_n(&t->dead, true, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&t->lock);
+    rtcr_utcb_abort(&t->abort_word);
+    for (unsigned i = 0; i < RTCR_THREAD_MAX; i++)
+        if (t->threads[i].kthread) {
+            rtcr_thread_cancel_wait(k, t->threads[i].kthread);
+            rtcr_kobj_delete(k, t->threads[i].kthread);
+        }
+    for (unsigned i = 0; i < RTCR_THREAD_MAX; i++) {
+        struct tthread *th = &t->threads[i];
+        if (th->mirror_running) {
+            pthread_join(th->mirror, NULL);
+            th->mirror_running = false;
+        }
+        rtcr_utcb_mirror_destroy(&th->m);
+        rtcr_kobj_unref(&th->kthread);
+    }
+    pthread_mutex_lock(&t->lock);
+    svc_free_all(t);
+    if (t->core_thread)
+        rtcr_kobj_delete(k, t->core_thread);
+    rtcr_kobj_unref(&t->core_thread);
+    if (t->core_task)
+        rtcr_kobj_delete(k, t->core_task);
+    rtcr_kobj_unref(&t->core_task);
+    if (t->task)
+        rtcr_kobj_delete(k, t->task);
+    rtcr_kobj_unref(&t->task);
+    while (t->pool_used) {
+        struct extent *e = t->pool_used;
+        t->pool_used = e->next;
+        free(e);
+    }
+    if (t->pool)
+        munmap(t->pool, t->pool_size);
+    t->pool = NULL;
+    t->pool_size = 0;
+    if (t->pool_fd >= 0)
+        close(t->pool_fd);
+    t->pool_fd = -1;
+    if (t->sock_fd >= 0)
+        close(t->sock_fd);
+    t->sock_fd = -1;
+    rtcr_utcb_area_destroy(&t->utcb);
+    t->abort_word = 0;
+    t->ram_used = 0;
+    t->obj_seq = 0;
+    t->constructed = false;
+    t->pid = 0;
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* Build the environment of the child before fork (nothing after fork may allocate). */
+static char **child_env(const char *mode)
+{
+    size_t n = 0;
+    for (char **e = environ; *e; e++)
+        n++;
+    char **env = calloc(n + 2, sizeof(*env));
+    if (!env)
+        return NULL;
+    size_t j = 0;
+    for (char **e = environ; *e; e++)
+        if (strncmp(*e, RTCR_ENV_MODE "=", sizeof(RTCR_ENV_MODE)) != 0)
+            env[j++] = *e;
+    env[j++] = (char *)mode;
+    env[j] = NULL;
+    return env;
+}
+
+int target_spawn(struct rtcr_target *t)
+{
+    int sv[2] = {-1, -1};
+    int r;
+
+    pthread_mutex_lock(&t->lock);
+    t->dead = false;
+    t->abort_word = 0;
+    t->pool_fd = t->sock_fd = -1;
+    r = rtcr_utcb_area_new(t->name, RTCR_THREAD_MAX, &t->utcb);
+    if (r >= 0)
+        r = make_pool(t);
+    if (r >= 0)
+        r = make_kernel_side(t);
+    if (r >= 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        r = -errno;
+    pthread_mutex_unlock(&t->lock);
+    if (r < 0)
+        goto fail;
+
+    char **env = child_env(t->state == RTCR_TARGET_RESTORING ? RTCR_ENV_MODE "=restore"
+                                                             : RTCR_ENV_MODE "=fresh");
+    if (!env) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    char *argv[] = {t->name, NULL};
+    int fds[3] = {rtcr_utcb_area_fd(t->utcb), t->pool_fd, sv[1]};
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        r = -errno;
+        free(env);
+        goto fail;
+    }
+    if (pid == 0) {
+        /* child: only async-signal-safe calls from here to exec */
+        int tmp[3];
+        for (int i = 0; i < 3; i++)
+            tmp[i] = fcntl(fds[i], F_DUPFD, 10);
+        for (int i = 0; i < 3; i++)
+            if (tmp[i] < 0 || dup2(tmp[i], RTCR_FD_UTCB + i) < 0)
+                _exit(126);
+        close_range(RTCR_FD_PARENT + 1, ~0u, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(125);
+        setsid();
+        personality(ADDR_NO_RANDOMIZE);
+        sigset_t all;
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        execve(t->binary, argv, env);
+        _exit(127);
+    }
+    free(env);
+    close(sv[1]);
+    pthread_mutex_lock(&t->lock);
+    t->sock_fd = sv[0];
+    t->pid = pid;
+    t->started_usec = now_usec();
+    if (t->starts++ > 0)
+        t->restarts++;
+    if (t->state != RTCR_TARGET_RESTORING)
+        t->state = RTCR_TARGET_STARTING;
+    t->failure[0] = '\0';
+    t->exit_status = 0;
+    t->stopping = false;
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+
+fail:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    target_teardown(t);
+    return r;
+}
