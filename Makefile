@@ -23,8 +23,10 @@ PKGS      := libczmq libzmq liblz4 libxxhash libsystemd libprotobuf-c
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -MMD -MP -D_GNU_SOURCE -fno-strict-aliasing \
+# OPT is the optimisation/debug part; override it (make OPT=-O0) rather than CFLAGS, which
+# carries the include paths. EXTRA_CFLAGS is appended for local experiments.
+OPT      ?= -O2 -g
+CFLAGS   := $(OPT) $(EXTRA_CFLAGS) -std=gnu11 -Wall -Wextra -Werror -MMD -MP -D_GNU_SOURCE -fno-strict-aliasing \
             -Irtcr-core/include -Iproto -I$(B)/proto $(PKG_CFLAGS) $(SAN)
 LDFLAGS  += $(SAN)
 LDLIBS   += $(PKG_LIBS) -lpthread
@@ -99,7 +101,7 @@ bench: all
 	@B=$(B) bash scripts/bench.sh
 
 asan: deps
-	@$(MAKE) --no-print-directory B=build-asan CFLAGS="-O1 -g" \
+	@$(MAKE) --no-print-directory B=build-asan OPT="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" build
 	@B=build-asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 bash scripts/run-tests.sh all
