@@ -144,11 +144,41 @@ static int obj_init(struct rtcr_target *t, struct obj *o, enum obj_kind kind, co
     return 0;
 }
 
-/* Destroy the gate (every capability to it becomes stale) and unregister. */
+struct unmap_ctx {
+    rtcr_kobj_t *obj;           /* object whose capabilities go */
+    unsigned slots[RTCR_CAP_SLOTS]; /* slots found */
+    unsigned n;                 /* number found */
+};
+
+static int find_obj(void *ctx, const rtcr_cap_info_t *cap)
+{
+    struct unmap_ctx *u = ctx;
+    if (cap->object == u->obj)
+        u->slots[u->n++] = cap->slot;
+    return 0;
+}
+
+/* Remove every capability to `obj` from the target's space (as core's Capability_map::remove
+ * unmaps with L4_FP_ALL_SPACES), so a destroyed object frees its slots there. */
+static void unmap_from_target(struct rtcr_target *t, rtcr_kobj_t *obj)
+{
+    static __thread struct unmap_ctx u;
+    if (!t->task)
+        return;
+    u.obj = obj;
+    u.n = 0;
+    rtcr_task_foreach_cap(t->ecu->kernel, t->task, find_obj, &u);
+    for (unsigned i = 0; i < u.n; i++)
+        rtcr_task_unmap(t->ecu->kernel, t->task, u.slots[i], false);
+}
+
+/* Destroy the gate (every capability to it goes) and unregister. */
 static void obj_fini(struct rtcr_target *t, struct obj *o)
 {
     if (!o->gate)
         return;
+    if (!t->dead)
+        unmap_from_target(t, o->gate);
     objtab_del(t, o->badge);
     rtcr_kobj_delete(t->ecu->kernel, o->gate);
     rtcr_kobj_unref(&o->gate);
