@@ -24,6 +24,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <rtcr/dirty.h>
+
 #include "comp_internal.h"
 
 struct comp_proc comp_proc = {.pool_fd = RTCR_FD_POOL};
@@ -522,6 +524,9 @@ int main(int argc, char **argv)
     if (w != (void *)(uintptr_t)RTCR_AS_BASE)
         die("address-space reservation", w == MAP_FAILED ? -errno : -EEXIST);
     comp_set_thread(0);
+    /* hand the agent a userfaultfd of this process for write tracking (it registers and
+     * scans; without one it falls back to comparing hashes) */
+    rtcr_dirty_target_send_uffd(RTCR_FD_PARENT);
     const char *mode = getenv(RTCR_ENV_MODE);
     if (mode && strcmp(mode, "restore") == 0)
         restore_start();

@@ -191,6 +191,28 @@ struct rtcr_target {
     size_t ram_used;               /* RAM charged: dataspaces + session quotas */
     bool constructed;              /* construct finished */
     bool dead;                     /* process gone: mirrors must stop */
+    /* checkpointing (rtcr_ckpt.c) */
+    pthread_mutex_t freeze_lock;   /* orders "is the target freezing?" against deliveries */
+    pthread_cond_t freeze_cond;    /* parked mirrors wait here for the thaw */
+    bool freezing;                 /* deliver no IRQ/signal to the target's threads */
+    rtcr_ckpt_params_t ckpt;       /* parameters (state_dir owned) */
+    struct rtcr_dirty *dirty;      /* dirty tracker of this incarnation, NULL until needed */
+    struct tracked *tracked;       /* ranges registered with the tracker */
+    size_t n_tracked;              /* entries of tracked */
+    uint32_t *known_ds;            /* dataspaces stored by the previous epoch (incarnation) */
+    size_t n_known_ds;             /* entries of known_ds */
+    struct rtcr_image *image;      /* the chain of epochs (owned), NULL if none */
+    bool incarnation_has_epoch;    /* an epoch was taken in this incarnation */
+    rtcr_epoch_stats_t last_stats; /* of the newest epoch */
+    bool have_stats;               /* last_stats valid */
+    uint8_t build_id[64];          /* build id of the binary */
+    int build_id_len;              /* its length, <= 0 if unknown */
+    struct rtcr_restore_plan *restore; /* set while a restore recreates objects */
+};
+
+struct tracked {
+    uint64_t addr;           /* target address of a tracked attachment */
+    size_t len;              /* its length */
 };
 
 struct extent {
@@ -226,6 +248,13 @@ void target_pool_free(struct rtcr_target *t, size_t off, size_t size);
 int target_thread_add(struct rtcr_target *t, const char *name, unsigned *ret_index);
 void target_log_line(struct rtcr_target *t, const char *line);
 void target_emit(struct rtcr_target *t, enum rtcr_ecu_event ev, const char *detail);
+
+/* ---- rtcr_ckpt.c ----------------------------------------------------------------------- */
+void ckpt_target_init(struct rtcr_target *t);          /* defaults, at target creation */
+void ckpt_target_fini(struct rtcr_target *t);          /* free everything, at removal */
+void ckpt_incarnation_end(struct rtcr_target *t);      /* process gone: drop the tracker */
+/* Mirror side: called with an IRQ delivery in hand; returns once the target may get it. */
+void ckpt_park_if_freezing(struct rtcr_target *t);
 
 /* ---- rtcr_svc.c ------------------------------------------------------------------------ */
 /* The handler of a target's core thread: dispatches every RPC to a core object. */

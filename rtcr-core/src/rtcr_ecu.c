@@ -96,6 +96,7 @@ int rtcr_ecu_new(const rtcr_ecu_params_t *params, rtcr_ecu_t **ret_ecu)
 
 static void target_free(struct rtcr_target *t)
 {
+    ckpt_target_fini(t);
     for (unsigned i = 0; i < t->log.cap; i++)
         free(t->log.lines[i]);
     free(t->log.lines);
@@ -213,6 +214,7 @@ int rtcr_ecu_add_target(rtcr_ecu_t *ecu, const rtcr_target_spec_t *spec,
         t->n_roms = i + 1;
         oom = !t->roms[i].name || !t->roms[i].path;
     }
+    ckpt_target_init(t);
     if (oom) {
         target_free(t);
         return -ENOMEM;

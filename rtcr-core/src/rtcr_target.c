@@ -173,7 +173,13 @@ static void *mirror_main(void *p)
                 rtcr_utcb_release(th->m);
                 goto out;
             }
+            /* an IRQ/signal delivery waits while a checkpoint freezes the target; requests
+             * and replies (calls in flight) go through so that they can complete */
+            pthread_mutex_lock(&t->freeze_lock);
+            if (r >= 0 && out.tag.label == RTCR_PROTO_IRQ)
+                ckpt_park_if_freezing(t);
             rtcr_utcb_complete(th->m, r, r >= 0 ? &out : NULL, label);
+            pthread_mutex_unlock(&t->freeze_lock);
             break;
         case RTCR_UTCB_OP_IRQ_RECEIVE:
         case RTCR_UTCB_OP_IRQ_TRIGGER:
@@ -181,8 +187,16 @@ static void *mirror_main(void *p)
             rtcr_kobj_t *irq = NULL;
             r = target_irq(t, req.dest, &irq);
             if (r >= 0) {
-                if (req.op == RTCR_UTCB_OP_IRQ_RECEIVE)
+                if (req.op == RTCR_UTCB_OP_IRQ_RECEIVE) {
                     r = rtcr_irq_receive(k, irq, kt, req.timeout_usec);
+                    pthread_mutex_lock(&t->freeze_lock);
+                    if (r >= 0)
+                        ckpt_park_if_freezing(t);
+                    rtcr_kobj_unref(&irq);
+                    rtcr_utcb_complete(th->m, r, NULL, 0);
+                    pthread_mutex_unlock(&t->freeze_lock);
+                    break;
+                }
                 else if (req.op == RTCR_UTCB_OP_IRQ_TRIGGER)
                     r = rtcr_irq_trigger(k, irq);
                 else
@@ -323,6 +337,9 @@ void target_teardown(struct rtcr_target *t)
     pthread_mutex_lock(&t->lock);
     __atomic_store_n(&t->dead, true, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&t->lock);
+    pthread_mutex_lock(&t->freeze_lock); /* wake parked mirrors */
+    pthread_cond_broadcast(&t->freeze_cond);
+    pthread_mutex_unlock(&t->freeze_lock);
     rtcr_utcb_abort(&t->abort_word);
     for (unsigned i = 0; i < RTCR_THREAD_MAX; i++)
         if (t->threads[i].kthread) {
@@ -338,6 +355,7 @@ void target_teardown(struct rtcr_target *t)
         rtcr_utcb_mirror_destroy(&th->m);
         rtcr_kobj_unref(&th->kthread);
     }
+    ckpt_incarnation_end(t);
     pthread_mutex_lock(&t->lock);
     svc_free_all(t);
     if (t->core_thread)
@@ -448,6 +466,7 @@ int target_spawn(struct rtcr_target *t)
     }
     free(env);
     close(sv[1]);
+    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
     pthread_mutex_lock(&t->lock);
     t->sock_fd = sv[0];
     t->pid = pid;

@@ -130,4 +130,69 @@ int rtcr_target_foreach_cap(rtcr_target_t *t, int (*fn)(void *ctx, const rtcr_ca
 #define RTCR_IRQ_LINES 256
 int rtcr_ecu_irq_fire(rtcr_ecu_t *ecu, unsigned line);
 
+/* ---- checkpoint and restore (rtcr_ckpt.c, rtcr_restore.c) --------------------------------- */
+
+struct rtcr_image;
+
+/* How a target is checkpointed. Strings are copied. */
+typedef struct rtcr_ckpt_params {
+    int dirty_mode;                /* rtcr_dirty_mode_t, or -1: the best the kernel supports */
+    size_t granularity;            /* tracking unit in bytes (page multiple, power of two) */
+    uint64_t quiesce_timeout_usec; /* how long entrypoints may take to reach a wait */
+    const char *state_dir;         /* epochs are also written to STATE_DIR/NAME/ (NULL: memory
+                                      only) */
+    unsigned max_chain;            /* compact the chain into one full epoch beyond this many
+                                      epochs (0: never) */
+} rtcr_ckpt_params_t;
+
+/* Statistics of one epoch (in the style of CRIU's dump statistics). */
+typedef struct rtcr_epoch_stats {
+    uint64_t epoch;          /* epoch number */
+    bool full;               /* a full epoch (no parent) */
+    uint64_t quiesce_usec;   /* from the request until every entrypoint waited */
+    uint64_t freeze_usec;    /* how long the target was paused (quiesced to resumed) */
+    uint64_t pages_scanned;  /* pages the dirty tracker looked at */
+    uint64_t pages_written;  /* pages copied into the epoch */
+    uint64_t bytes_raw;      /* page bytes before compression */
+    uint64_t bytes_stored;   /* epoch bytes after compression and framing */
+    uint64_t encode_usec;    /* compress + hash + frame, while the target runs */
+    uint64_t write_usec;     /* writing the epoch file (0 without a state dir) */
+} rtcr_epoch_stats_t;
+
+/* Set the checkpoint parameters (before the first checkpoint of an incarnation). -EINVAL. */
+int rtcr_target_set_ckpt_params(rtcr_target_t *t, const rtcr_ckpt_params_t *params);
+
+/* Take one epoch now: quiesce (every entrypoint finishes its handler and waits), collect the
+ * pages written since the previous epoch and the stored state, resume, then encode the epoch
+ * and append it to the target's image (and its file). The first epoch of an incarnation is
+ * full. Errors: -ESRCH not running, -EAGAIN construct not finished, -ETIMEDOUT the target did
+ * not quiesce (it keeps running, nothing is stored), -errno of tracking/encoding. `err` (may
+ * be NULL) gets a message naming the cause. */
+int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char *err,
+                           size_t errsz);
+/* Statistics of the newest epoch taken; -ENOENT if none. */
+int rtcr_target_last_stats(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats);
+/* The target's image (chain of epochs), borrowed until the next checkpoint/restore; NULL if
+ * it has none. */
+const struct rtcr_image *rtcr_target_image(rtcr_target_t *t);
+/* Load the target's image from its state dir (replacing the one in memory). 0: complete,
+ * 1: a good prefix (err says what was dropped), <0: nothing usable. */
+int rtcr_target_load_image(rtcr_target_t *t, char *err, size_t errsz);
+/* Adopt an image received from elsewhere (takes *img on success). -EINVAL wrong target. */
+int rtcr_target_adopt_image(rtcr_target_t *t, struct rtcr_image **img);
+
+/* Restore the target from its image at `epoch` (0: the newest) in a fresh process: sessions,
+ * RPC objects (with new badges), dataspaces with their content at the same addresses,
+ * threads and entrypoints, signal sources and contexts, timers, IRQ sessions and every
+ * capability at its old slot; the cap map and object pool in the component are rewritten to
+ * the new badges; construct is not run. The target must not be running. On any failure
+ * nothing of the restore keeps running and the image is left unchanged. Errors: -EBUSY
+ * running, -ENOENT no image/epoch, -EBADMSG corrupt image, -EXDEV binary differs (build id),
+ * -EDQUOT quota, -errno. `err` names the epoch and the cause. */
+int rtcr_target_restore(rtcr_target_t *t, uint64_t epoch, char *err, size_t errsz);
+
+/* The GNU build id of an ELF file (NT_GNU_BUILD_ID); returns its length or -errno
+ * (-ENOENT no such note). */
+int rtcr_elf_build_id(const char *path, uint8_t *buf, size_t bufsz);
+
 #endif
