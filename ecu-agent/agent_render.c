@@ -1,0 +1,355 @@
+/* agent_render.c — see agent_render.h. Text tables are built in two passes: measure every
+ * column, then print with the widths found (header included), two spaces between columns. */
+#include "agent_render.h"
+
+#include "agent_json.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RIGHT_R 4u /* RTCR_CAP_R */
+#define RIGHT_W 1u /* RTCR_CAP_W */
+#define RIGHT_S 2u /* RTCR_CAP_S */
+#define RIGHT_D 8u /* RTCR_CAP_D */
+
+const char *agent_rights_string(unsigned rights, char buf[5])
+{
+    size_t n = 0;
+    if (rights & RIGHT_R)
+        buf[n++] = 'r';
+    if (rights & RIGHT_W)
+        buf[n++] = 'w';
+    if (rights & RIGHT_S)
+        buf[n++] = 's';
+    if (rights & RIGHT_D)
+        buf[n++] = 'd';
+    buf[n] = '\0';
+    return buf;
+}
+
+const char *agent_cap_type_name(enum agent_cap_type t)
+{
+    static const char *const names[AGENT_CAP_TYPE_MAX] = {"task", "thread", "gate", "irq"};
+    return (unsigned)t < AGENT_CAP_TYPE_MAX ? names[t] : "?";
+}
+
+const char *agent_size_string(size_t bytes, char *buf, size_t len)
+{
+    static const char units[] = "KMG";
+    int u = -1;
+    double v = (double)bytes;
+    while (u < 2 && v >= 1024.0) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u < 0)
+        snprintf(buf, len, "%zu", bytes);
+    else if (bytes % (1ull << (10 * (u + 1))) == 0)
+        snprintf(buf, len, "%zu%c", bytes >> (10 * (u + 1)), units[u]);
+    else
+        snprintf(buf, len, "%.1f%c", v, units[u]);
+    return buf;
+}
+
+/* A growing text buffer with a sticky out-of-memory flag. */
+typedef struct text {
+    char *buf;  /* NUL-terminated text */
+    size_t len; /* bytes used */
+    size_t cap; /* bytes allocated */
+    bool oom;   /* an allocation failed */
+} text_t;
+
+static void tput(text_t *t, const char *s, size_t n)
+{
+    if (t->oom)
+        return;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 256;
+        while (t->len + n + 1 > cap)
+            cap *= 2;
+        char *b = realloc(t->buf, cap);
+        if (!b) {
+            t->oom = true;
+            return;
+        }
+        t->buf = b;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, s, n);
+    t->len += n;
+    t->buf[t->len] = '\0';
+}
+
+__attribute__((format(printf, 2, 3))) static void tprintf(text_t *t, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof(small)) {
+        tput(t, small, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        t->oom = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    tput(t, big, (size_t)n);
+    free(big);
+}
+
+/* Append s with control characters replaced by '?'. */
+static void tput_safe(text_t *t, const char *s)
+{
+    for (const char *p = s; *p;) {
+        size_t run = 0;
+        while (p[run] && (unsigned char)p[run] >= 0x20 && p[run] != 0x7f)
+            run++;
+        tput(t, p, run);
+        p += run;
+        if (*p) {
+            tput(t, "?", 1);
+            p++;
+        }
+    }
+}
+
+/* Append a cell padded to width (width 0: no padding, last column). */
+static void cell(text_t *t, const char *s, size_t width)
+{
+    size_t n = strlen(s);
+    tput_safe(t, s);
+    for (; n < width; n++)
+        tput(t, " ", 1);
+}
+
+static size_t max_sz(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+/* Hand over both results or free both. */
+static int finish(agent_json_t **j, text_t *t, char **ret_json, char **ret_text)
+{
+    int r = agent_json_result(*j);
+    if (r == 0 && t->oom)
+        r = -ENOMEM;
+    if (r == 0 && !t->buf)
+        tput(t, "", 0);
+    char *json = r == 0 ? strdup(agent_json_text(*j)) : NULL;
+    agent_json_destroy(j);
+    if (r == 0 && (!json || t->oom))
+        r = -ENOMEM;
+    if (r < 0) {
+        free(json);
+        free(t->buf);
+        return r;
+    }
+    *ret_json = json;
+    *ret_text = t->buf;
+    return 0;
+}
+
+int agent_render_targets(const agent_target_row_t *rows, size_t n, char **ret_json, char **ret_text)
+{
+    agent_json_t *j = agent_json_new();
+    text_t t = {0};
+    if (!j)
+        return -ENOMEM;
+    agent_json_array_begin(j);
+    for (size_t i = 0; i < n; i++) {
+        const agent_target_row_t *r = &rows[i];
+        agent_json_object_begin(j);
+        agent_json_key(j, "name");
+        agent_json_string(j, r->name);
+        agent_json_key(j, "state");
+        agent_json_string(j, r->state);
+        agent_json_key(j, "pid");
+        if (r->pid > 0)
+            agent_json_int(j, r->pid);
+        else
+            agent_json_null(j);
+        agent_json_key(j, "restarts");
+        agent_json_uint(j, r->restarts);
+        agent_json_key(j, "ram_quota");
+        agent_json_uint(j, r->ram_quota);
+        agent_json_key(j, "ram_used");
+        agent_json_uint(j, r->ram_used);
+        agent_json_key(j, "failure");
+        agent_json_string(j, r->failure);
+        agent_json_object_end(j);
+    }
+    agent_json_array_end(j);
+
+    /* columns: NAME STATE PID RESTARTS RAM FAILURE */
+    char pid[16], ram[48], a[16], b[16];
+    size_t w_name = 4, w_state = 5, w_pid = 3, w_rs = 8, w_ram = 3;
+    for (size_t i = 0; i < n; i++) {
+        w_name = max_sz(w_name, strlen(rows[i].name));
+        w_state = max_sz(w_state, strlen(rows[i].state));
+        w_pid = max_sz(w_pid, (size_t)snprintf(pid, sizeof(pid), "%d", (int)rows[i].pid));
+        w_ram = max_sz(w_ram, (size_t)snprintf(ram, sizeof(ram), "%s/%s",
+                                               agent_size_string(rows[i].ram_used, a, sizeof(a)),
+                                               agent_size_string(rows[i].ram_quota, b, sizeof(b))));
+    }
+    if (n == 0) {
+        tprintf(&t, "no targets\n");
+    } else {
+        cell(&t, "NAME", w_name + 2);
+        cell(&t, "STATE", w_state + 2);
+        cell(&t, "PID", w_pid + 2);
+        cell(&t, "RESTARTS", w_rs + 2);
+        cell(&t, "RAM", w_ram + 2);
+        cell(&t, "FAILURE", 0);
+        tput(&t, "\n", 1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const agent_target_row_t *r = &rows[i];
+        char rs[16];
+        if (r->pid > 0)
+            snprintf(pid, sizeof(pid), "%d", (int)r->pid);
+        else
+            snprintf(pid, sizeof(pid), "-");
+        snprintf(rs, sizeof(rs), "%u", r->restarts);
+        snprintf(ram, sizeof(ram), "%s/%s", agent_size_string(r->ram_used, a, sizeof(a)),
+                 agent_size_string(r->ram_quota, b, sizeof(b)));
+        cell(&t, r->name, w_name + 2);
+        cell(&t, r->state, w_state + 2);
+        cell(&t, pid, w_pid + 2);
+        cell(&t, rs, w_rs + 2);
+        cell(&t, ram, w_ram + 2);
+        cell(&t, r->failure ? r->failure : "-", 0);
+        tput(&t, "\n", 1);
+    }
+    return finish(&j, &t, ret_json, ret_text);
+}
+
+int agent_render_caps(const agent_cap_row_t *rows, size_t n, char **ret_json, char **ret_text)
+{
+    agent_json_t *j = agent_json_new();
+    text_t t = {0};
+    char rights[5];
+    if (!j)
+        return -ENOMEM;
+    agent_json_array_begin(j);
+    for (size_t i = 0; i < n; i++) {
+        const agent_cap_row_t *c = &rows[i];
+        agent_json_object_begin(j);
+        agent_json_key(j, "slot");
+        agent_json_uint(j, c->slot);
+        agent_json_key(j, "type");
+        agent_json_string(j, agent_cap_type_name(c->type));
+        agent_json_key(j, "badge");
+        if (c->has_badge)
+            agent_json_uint(j, c->badge);
+        else
+            agent_json_null(j);
+        agent_json_key(j, "rights");
+        agent_json_string(j, agent_rights_string(c->rights, rights));
+        agent_json_key(j, "stale");
+        agent_json_bool(j, c->stale);
+        agent_json_key(j, "object");
+        agent_json_string(j, c->object ? c->object : "");
+        agent_json_object_end(j);
+    }
+    agent_json_array_end(j);
+
+    /* operator format, as rtcr_task_dump: 0x000201  0x0017a  GATE    LOG session 'brake' */
+    tprintf(&t, "%-8s  %-7s  %-6s  %s\n", "SLOT", "BADGE", "TYPE", "OBJECT");
+    for (size_t i = 0; i < n; i++) {
+        const agent_cap_row_t *c = &rows[i];
+        char badge[16], type[8];
+        if (c->has_badge)
+            snprintf(badge, sizeof(badge), "0x%05x", c->badge);
+        else
+            snprintf(badge, sizeof(badge), "-");
+        const char *tn = agent_cap_type_name(c->type);
+        size_t k = 0;
+        for (; tn[k] && k < sizeof(type) - 1; k++)
+            type[k] = (char)(tn[k] - ('a' <= tn[k] && tn[k] <= 'z' ? 'a' - 'A' : 0));
+        type[k] = '\0';
+        tprintf(&t, "0x%06x  %-7s  %-6s  ", c->slot, badge, type);
+        tput_safe(&t, c->object ? c->object : "");
+        if (c->stale)
+            tput(&t, " (stale)", 8);
+        tput(&t, "\n", 1);
+    }
+    return finish(&j, &t, ret_json, ret_text);
+}
+
+int agent_render_log(const char *const *lines, size_t n, char **ret_json, char **ret_text)
+{
+    agent_json_t *j = agent_json_new();
+    text_t t = {0};
+    if (!j)
+        return -ENOMEM;
+    agent_json_array_begin(j);
+    for (size_t i = 0; i < n; i++) {
+        agent_json_string(j, lines[i]);
+        tput_safe(&t, lines[i]);
+        tput(&t, "\n", 1);
+    }
+    agent_json_array_end(j);
+    return finish(&j, &t, ret_json, ret_text);
+}
+
+int agent_render_status(const agent_status_t *st, char **ret_json, char **ret_text)
+{
+    agent_json_t *j = agent_json_new();
+    text_t t = {0};
+    char a[16], b[16], c[16];
+    if (!j)
+        return -ENOMEM;
+    agent_json_object_begin(j);
+    agent_json_key(j, "name");
+    agent_json_string(j, st->name);
+    agent_json_key(j, "pid");
+    agent_json_int(j, st->pid);
+    agent_json_key(j, "uptime_ms");
+    agent_json_uint(j, st->uptime_usec / 1000);
+    agent_json_key(j, "targets");
+    agent_json_uint(j, st->targets);
+    agent_json_key(j, "running");
+    agent_json_uint(j, st->running);
+    agent_json_key(j, "failed");
+    agent_json_uint(j, st->failed);
+    agent_json_key(j, "ram_total");
+    agent_json_uint(j, st->ram_total);
+    agent_json_key(j, "ram_quota");
+    agent_json_uint(j, st->ram_quota);
+    agent_json_key(j, "ram_used");
+    agent_json_uint(j, st->ram_used);
+    agent_json_key(j, "sensors");
+    agent_json_uint(j, st->sensors);
+    agent_json_key(j, "control");
+    agent_json_string(j, st->control);
+    agent_json_object_end(j);
+
+    uint64_t s = st->uptime_usec / 1000000;
+    tprintf(&t, "ecu:       ");
+    tput_safe(&t, st->name);
+    tprintf(&t, "\npid:       %d\n", (int)st->pid);
+    tprintf(&t, "uptime:    %llud %02llu:%02llu:%02llu\n", (unsigned long long)(s / 86400),
+            (unsigned long long)(s / 3600 % 24), (unsigned long long)(s / 60 % 60),
+            (unsigned long long)(s % 60));
+    tprintf(&t, "targets:   %u (%u running, %u failed)\n", st->targets, st->running, st->failed);
+    tprintf(&t, "ram:       %s used, %s assigned, %s total\n",
+            agent_size_string(st->ram_used, a, sizeof(a)),
+            agent_size_string(st->ram_quota, b, sizeof(b)),
+            agent_size_string(st->ram_total, c, sizeof(c)));
+    tprintf(&t, "sensors:   %u\n", st->sensors);
+    tprintf(&t, "control:   ");
+    tput_safe(&t, st->control);
+    tput(&t, "\n", 1);
+    return finish(&j, &t, ret_json, ret_text);
+}

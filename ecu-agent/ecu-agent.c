@@ -1,0 +1,874 @@
+/* ecu-agent — the daemon that runs one ECU: it reads the config, hosts the RTCR runtime
+ * (rtcr/ecu.h) with the configured targets, fires the simulated sensors, answers the local
+ * control socket (agent_ctl.h) and talks to systemd (sd_notify: READY, STATUS, WATCHDOG,
+ * STOPPING).
+ *
+ * One thread runs a CZMQ zloop; everything the agent does happens there. Signals arrive
+ * through a signalfd (they are blocked before any thread exists, so no thread gets them
+ * asynchronously): SIGTERM/SIGINT shut down in order, SIGCHLD reaps targets, SIGHUP is logged.
+ * The runtime calls its event and LOG callbacks from its own threads; the callbacks only copy
+ * a fixed-size record into a non-blocking pipe (a write of less than PIPE_BUF is atomic), and
+ * the loop logs and acts on the records. A full pipe drops records and counts the drops,
+ * never blocks a runtime thread.
+ *
+ * Exit status: 0 after an orderly shutdown (or a successful --check), 1 on a config or
+ * start-up error, 2 on a usage error.
+ */
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rtcr/ecu.h>
+
+#include "agent_config.h"
+#include "agent_ctl.h"
+#include "agent_log.h"
+#include "agent_render.h"
+
+#define RECORD_TEXT_MAX 400       /* detail or LOG line bytes kept per record */
+#define PIPE_BYTES      (1 << 20) /* requested capacity of the record pipes */
+
+/* What a runtime thread hands to the loop. */
+enum record_kind {
+    RECORD_EVENT = 0, /* an rtcr_ecu_event */
+    RECORD_LOG,       /* a LOG line of a target */
+    RECORD_KIND_MAX
+};
+
+/* One record in a pipe; smaller than PIPE_BUF, so written atomically. */
+typedef struct record {
+    uint32_t kind;                   /* enum record_kind */
+    int32_t event;                   /* enum rtcr_ecu_event for RECORD_EVENT */
+    char target[AGENT_NAME_MAX + 1]; /* target name */
+    char text[RECORD_TEXT_MAX + 1];  /* detail or LOG line, NUL-terminated */
+} record_t;
+_Static_assert(sizeof(record_t) <= PIPE_BUF, "record must be written atomically");
+
+/* A running sensor. */
+typedef struct sensor {
+    struct agent *agent;             /* back pointer for the timer callback */
+    const agent_sensor_conf_t *conf; /* its config (borrowed from agent->cfg) */
+    uint64_t fired;                  /* times fired */
+} sensor_t;
+
+/* The daemon's context: everything hangs off this. */
+typedef struct agent {
+    agent_config_t *cfg;                 /* validated config (owned) */
+    rtcr_ecu_t *ecu;                     /* the runtime (owned) */
+    zloop_t *loop;                       /* the event loop (owned) */
+    zsock_t *ctl;                        /* control ROUTER (owned) */
+    int sig_fd;                          /* signalfd for TERM/INT/CHLD/HUP */
+    int ev_pipe[2];                      /* runtime events: [0] read by loop, [1] written */
+    int log_pipe[2];                     /* target LOG lines: same */
+    atomic_uint dropped;                 /* records dropped because a pipe was full */
+    unsigned dropped_reported;           /* drops already logged */
+    sensor_t sensors[AGENT_SENSORS_MAX]; /* one per configured sensor */
+    uint64_t start_usec;                 /* monotonic start time */
+    bool watchdog;                       /* systemd watchdog enabled */
+} agent_t;
+
+static uint64_t now_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- runtime callbacks (runtime threads) ------------------------------------------------ */
+
+static void record_write(agent_t *a, int fd, enum record_kind kind, int event, const char *target,
+                         const char *text)
+{
+    record_t rec = {.kind = kind, .event = event};
+    snprintf(rec.target, sizeof(rec.target), "%s", target ? target : "?");
+    snprintf(rec.text, sizeof(rec.text), "%s", text ? text : "");
+    ssize_t n;
+    do {
+        n = write(fd, &rec, sizeof(rec));
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof(rec))
+        atomic_fetch_add(&a->dropped, 1);
+}
+
+static void on_event(void *ctx, rtcr_target_t *t, enum rtcr_ecu_event ev, const char *detail)
+{
+    agent_t *a = ctx;
+    record_write(a, a->ev_pipe[1], RECORD_EVENT, ev, t ? rtcr_target_name(t) : NULL, detail);
+}
+
+static void on_log(void *ctx, rtcr_target_t *t, const char *line)
+{
+    agent_t *a = ctx;
+    record_write(a, a->log_pipe[1], RECORD_LOG, 0, t ? rtcr_target_name(t) : NULL, line);
+}
+
+/* ---- systemd status -------------------------------------------------------------------- */
+
+typedef struct counts {
+    unsigned total, running, failed; /* targets by state */
+    size_t quota, used;              /* RAM sums */
+} counts_t;
+
+static int count_one(void *ctx, rtcr_target_t *t)
+{
+    counts_t *c = ctx;
+    enum rtcr_target_state s = rtcr_target_state(t);
+    c->total++;
+    if (s == RTCR_TARGET_RUNNING || s == RTCR_TARGET_STARTING)
+        c->running++;
+    if (s == RTCR_TARGET_FAILED)
+        c->failed++;
+    c->quota += rtcr_target_ram_quota(t);
+    c->used += rtcr_target_ram_used(t);
+    return 0;
+}
+
+static counts_t count_targets(agent_t *a)
+{
+    counts_t c = {0};
+    rtcr_ecu_foreach_target(a->ecu, count_one, &c);
+    return c;
+}
+
+static void notify_status(agent_t *a)
+{
+    counts_t c = count_targets(a);
+    sd_notifyf(0, "STATUS=%s: %u/%u targets running, %u failed", a->cfg->name, c.running, c.total,
+               c.failed);
+}
+
+/* ---- loop handlers -------------------------------------------------------------------------*/
+
+static void report_drops(agent_t *a)
+{
+    unsigned d = atomic_load(&a->dropped);
+    if (d != a->dropped_reported) {
+        log_warning("%u runtime event/LOG records dropped (agent loop too slow)",
+                    d - a->dropped_reported);
+        a->dropped_reported = d;
+    }
+}
+
+static void handle_event(agent_t *a, const record_t *rec)
+{
+    rtcr_target_t *t = rtcr_ecu_find_target(a->ecu, rec->target);
+    switch (rec->event) {
+    case RTCR_EV_TARGET_STARTED:
+        log_info("target '%s' started (pid %d)", rec->target, t ? (int)rtcr_target_pid(t) : 0);
+        break;
+    case RTCR_EV_TARGET_EXITED:
+        if (t && rtcr_target_state(t) == RTCR_TARGET_FAILED) {
+            const char *why = rec->text[0] ? rec->text : rtcr_target_failure(t);
+            log_error("target '%s' failed: %s", rec->target, why ? why : "unknown reason");
+        } else {
+            log_info("target '%s' stopped", rec->target);
+        }
+        break;
+    case RTCR_EV_TARGET_KILLED_BY_AGENT:
+        log_warning("target '%s' killed by the runtime: %s", rec->target, rec->text);
+        break;
+    default:
+        log_debug("target '%s': event %d (%s)", rec->target, rec->event, rec->text);
+    }
+    notify_status(a);
+}
+
+/* Drain one record pipe; kind decides what a record means. */
+static int on_pipe(zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void)loop;
+    agent_t *a = arg;
+    record_t rec;
+    for (unsigned i = 0; i < 256; i++) { /* bounded: let other sources run */
+        ssize_t n = read(item->fd, &rec, sizeof(rec));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof(rec))
+            break;
+        rec.target[sizeof(rec.target) - 1] = '\0';
+        rec.text[sizeof(rec.text) - 1] = '\0';
+        if (rec.kind == RECORD_LOG)
+            log_info("%s: %s", rec.target, rec.text);
+        else
+            handle_event(a, &rec);
+    }
+    report_drops(a);
+    return 0;
+}
+
+static int on_signal(zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void)loop;
+    agent_t *a = arg;
+    struct signalfd_siginfo si;
+    for (;;) {
+        ssize_t n = read(item->fd, &si, sizeof(si));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof(si))
+            return 0;
+        switch (si.ssi_signo) {
+        case SIGTERM:
+        case SIGINT:
+            log_notice("received %s, shutting down", strsignal((int)si.ssi_signo));
+            return -1; /* ends zloop_start */
+        case SIGCHLD: {
+            int r = rtcr_ecu_reap(a->ecu);
+            if (r < 0)
+                log_warning_errno(r, "reaping targets failed: %m");
+            break;
+        }
+        case SIGHUP:
+            log_notice("SIGHUP: reloading the config is not supported; restart the agent");
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static int on_sensor(zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    sensor_t *s = arg;
+    int r = rtcr_ecu_irq_fire(s->agent->ecu, s->conf->line);
+    if (r < 0)
+        log_warning_errno(r, "sensor '%s': firing irq %u failed: %m", s->conf->name, s->conf->line);
+    s->fired++;
+    return 0;
+}
+
+static int on_watchdog(zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    (void)arg;
+    sd_notify(0, "WATCHDOG=1");
+    return 0;
+}
+
+/* ---- control commands ------------------------------------------------------------------ */
+
+/* A reply under construction: either rendered bodies or an error. */
+typedef struct reply {
+    int err;    /* 0 or -errno */
+    char *json; /* JSON body (owned) */
+    char *text; /* text body (owned) */
+} reply_t;
+
+__attribute__((format(printf, 3, 4))) static void reply_error(reply_t *rp, int err, const char *fmt,
+                                                              ...)
+{
+    va_list ap;
+    rp->err = err;
+    free(rp->text);
+    va_start(ap, fmt);
+    if (vasprintf(&rp->text, fmt, ap) < 0)
+        rp->text = NULL;
+    va_end(ap);
+}
+
+typedef struct row_list {
+    agent_target_row_t *rows; /* rows collected */
+    char **failures;          /* copies of failure texts, parallel to rows */
+    size_t n, cap;            /* used and allocated */
+    bool oom;                 /* an allocation failed */
+} row_list_t;
+
+static int collect_target(void *ctx, rtcr_target_t *t)
+{
+    row_list_t *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        agent_target_row_t *r = realloc(l->rows, cap * sizeof(*r));
+        if (r)
+            l->rows = r;
+        char **f = realloc(l->failures, cap * sizeof(*f));
+        if (f)
+            l->failures = f;
+        if (!r || !f) {
+            l->oom = true;
+            return 1;
+        }
+        l->cap = cap;
+    }
+    enum rtcr_target_state s = rtcr_target_state(t);
+    const char *failure = s == RTCR_TARGET_FAILED ? rtcr_target_failure(t) : NULL;
+    l->failures[l->n] = failure ? strdup(failure) : NULL;
+    l->rows[l->n] = (agent_target_row_t){
+        .name = rtcr_target_name(t),
+        .state = rtcr_target_state_name(s),
+        .pid = rtcr_target_pid(t),
+        .restarts = rtcr_target_restarts(t),
+        .ram_quota = rtcr_target_ram_quota(t),
+        .ram_used = rtcr_target_ram_used(t),
+        .failure = l->failures[l->n],
+    };
+    if (s == RTCR_TARGET_FAILED && !l->rows[l->n].failure)
+        l->rows[l->n].failure = "failed";
+    l->n++;
+    return 0;
+}
+
+static void cmd_targets(agent_t *a, reply_t *rp)
+{
+    row_list_t l = {0};
+    rtcr_ecu_foreach_target(a->ecu, collect_target, &l);
+    rp->err = l.oom ? -ENOMEM : agent_render_targets(l.rows, l.n, &rp->json, &rp->text);
+    for (size_t i = 0; i < l.n; i++)
+        free(l.failures[i]);
+    free(l.failures);
+    free(l.rows);
+}
+
+typedef struct cap_list {
+    agent_cap_row_t *rows; /* rows collected; object strings owned */
+    size_t n, cap;         /* used and allocated */
+    bool oom;              /* an allocation failed */
+} cap_list_t;
+
+static int collect_cap(void *ctx, const rtcr_cap_info_t *c)
+{
+    cap_list_t *l = ctx;
+    enum agent_cap_type type;
+    switch (c->type) {
+    case RTCR_KOBJ_TASK:
+        type = AGENT_CAP_TASK;
+        break;
+    case RTCR_KOBJ_THREAD:
+        type = AGENT_CAP_THREAD;
+        break;
+    case RTCR_KOBJ_GATE:
+        type = AGENT_CAP_GATE;
+        break;
+    case RTCR_KOBJ_IRQ:
+        type = AGENT_CAP_IRQ;
+        break;
+    default:
+        return 0; /* empty slots are not listed */
+    }
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        agent_cap_row_t *r = realloc(l->rows, cap * sizeof(*r));
+        if (!r) {
+            l->oom = true;
+            return 1;
+        }
+        l->rows = r;
+        l->cap = cap;
+    }
+    char *obj = strdup(c->name ? c->name : "");
+    if (!obj) {
+        l->oom = true;
+        return 1;
+    }
+    l->rows[l->n++] = (agent_cap_row_t){
+        .slot = c->slot,
+        .type = type,
+        .has_badge = type == AGENT_CAP_GATE && c->badge != RTCR_BADGE_INVALID,
+        .badge = c->badge,
+        .rights = c->rights,
+        .stale = c->stale,
+        .object = obj,
+    };
+    return 0;
+}
+
+typedef struct line_list {
+    char **lines;  /* owned copies */
+    size_t n, cap; /* used and allocated */
+    bool oom;      /* an allocation failed */
+} line_list_t;
+
+static int collect_line(void *ctx, const char *line)
+{
+    line_list_t *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        char **r = realloc(l->lines, cap * sizeof(*r));
+        if (!r) {
+            l->oom = true;
+            return 1;
+        }
+        l->lines = r;
+        l->cap = cap;
+    }
+    if (!(l->lines[l->n] = strdup(line))) {
+        l->oom = true;
+        return 1;
+    }
+    l->n++;
+    return 0;
+}
+
+/* JSON + text for a lifecycle command's result. */
+static void target_result(rtcr_target_t *t, const char *what, reply_t *rp)
+{
+    char pid[16] = "null";
+    const char *name = rtcr_target_name(t);
+    const char *state = rtcr_target_state_name(rtcr_target_state(t));
+    if (rtcr_target_pid(t) > 0)
+        snprintf(pid, sizeof(pid), "%d", (int)rtcr_target_pid(t));
+    /* names and state words are validated identifiers: no escaping needed */
+    if (asprintf(&rp->json, "{\"target\":\"%s\",\"action\":\"%s\",\"state\":\"%s\",\"pid\":%s}",
+                 name, what, state, pid) < 0)
+        rp->json = NULL;
+    int r =
+        strcmp(what, "killed") == 0
+            ? asprintf(&rp->text, "killed '%s' (SIGKILL to pid %s): it will be reported failed\n",
+                       name, pid)
+            : asprintf(&rp->text, "%s '%s' (state %s, pid %s)\n", what, name, state,
+                       rtcr_target_pid(t) > 0 ? pid : "-");
+    if (r < 0)
+        rp->text = NULL;
+    if (!rp->json || !rp->text)
+        rp->err = -ENOMEM;
+}
+
+static void execute(agent_t *a, const agent_ctl_req_t *req, reply_t *rp)
+{
+    rtcr_target_t *t = NULL;
+    const char *name = req->args[0];
+    int r;
+
+    switch (req->cmd) {
+    case AGENT_CMD_START:
+    case AGENT_CMD_STOP:
+    case AGENT_CMD_KILL:
+    case AGENT_CMD_CAPS:
+    case AGENT_CMD_LOG:
+        t = rtcr_ecu_find_target(a->ecu, name);
+        if (!t) {
+            reply_error(rp, -ENOENT, "no target '%s' on %s", name, a->cfg->name);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+
+    switch (req->cmd) {
+    case AGENT_CMD_TARGETS:
+        cmd_targets(a, rp);
+        break;
+    case AGENT_CMD_START:
+        log_notice("control: start '%s'", name);
+        r = rtcr_target_start(t);
+        if (r == -EALREADY)
+            reply_error(rp, r, "target '%s' is already running", name);
+        else if (r < 0)
+            reply_error(rp, r, "starting target '%s' failed: %s", name, strerror(-r));
+        else
+            target_result(t, "started", rp);
+        if (r < 0 && r != -EALREADY)
+            log_error_errno(r, "starting target '%s' failed: %m", name);
+        notify_status(a);
+        break;
+    case AGENT_CMD_STOP:
+        log_notice("control: stop '%s'", name);
+        r = rtcr_target_stop(t);
+        if (r == -EALREADY)
+            reply_error(rp, r, "target '%s' is not running", name);
+        else if (r < 0)
+            reply_error(rp, r, "stopping target '%s' failed: %s", name, strerror(-r));
+        else
+            target_result(t, "stopped", rp);
+        notify_status(a);
+        break;
+    case AGENT_CMD_KILL:
+        log_notice("control: kill '%s' (SIGKILL, simulated crash)", name);
+        r = rtcr_target_kill(t);
+        if (r == -ESRCH)
+            reply_error(rp, r, "target '%s' is not running", name);
+        else if (r < 0)
+            reply_error(rp, r, "killing target '%s' failed: %s", name, strerror(-r));
+        else
+            target_result(t, "killed", rp);
+        break;
+    case AGENT_CMD_CAPS: {
+        cap_list_t l = {0};
+        r = rtcr_target_foreach_cap(t, collect_cap, &l);
+        if (r == -ESRCH)
+            reply_error(rp, r, "target '%s' is not running", name);
+        else if (l.oom)
+            rp->err = -ENOMEM;
+        else if (r < 0)
+            reply_error(rp, r, "reading the cap space of '%s' failed: %s", name, strerror(-r));
+        else
+            rp->err = agent_render_caps(l.rows, l.n, &rp->json, &rp->text);
+        for (size_t i = 0; i < l.n; i++)
+            free((char *)l.rows[i].object);
+        free(l.rows);
+        break;
+    }
+    case AGENT_CMD_LOG: {
+        line_list_t l = {0};
+        r = rtcr_target_foreach_log(t, collect_line, &l);
+        if (l.oom)
+            rp->err = -ENOMEM;
+        else if (r < 0)
+            reply_error(rp, r, "reading the log of '%s' failed: %s", name, strerror(-r));
+        else
+            rp->err = agent_render_log((const char *const *)l.lines, l.n, &rp->json, &rp->text);
+        for (size_t i = 0; i < l.n; i++)
+            free(l.lines[i]);
+        free(l.lines);
+        break;
+    }
+    case AGENT_CMD_IRQ:
+        r = rtcr_ecu_irq_fire(a->ecu, req->irq_line);
+        if (r < 0) {
+            reply_error(rp, r, "firing irq %u failed: %s", req->irq_line, strerror(-r));
+            break;
+        }
+        if (asprintf(&rp->json, "{\"line\":%u,\"notified\":%d}", req->irq_line, r) < 0)
+            rp->json = NULL;
+        if (asprintf(&rp->text, "fired irq %u: %d session(s) notified\n", req->irq_line, r) < 0)
+            rp->text = NULL;
+        if (!rp->json || !rp->text)
+            rp->err = -ENOMEM;
+        break;
+    case AGENT_CMD_STATUS: {
+        counts_t c = count_targets(a);
+        agent_status_t st = {
+            .name = a->cfg->name,
+            .pid = getpid(),
+            .uptime_usec = now_usec() - a->start_usec,
+            .targets = c.total,
+            .running = c.running,
+            .failed = c.failed,
+            .ram_total = a->cfg->ram,
+            .ram_quota = c.quota,
+            .ram_used = c.used,
+            .sensors = (unsigned)a->cfg->n_sensors,
+            .control = a->cfg->control,
+        };
+        rp->err = agent_render_status(&st, &rp->json, &rp->text);
+        break;
+    }
+    default:
+        reply_error(rp, -EOPNOTSUPP, "command not implemented");
+    }
+}
+
+static int on_control(zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void)loop;
+    agent_t *a = arg;
+    for (unsigned i = 0; i < 64; i++) { /* bounded per wake-up */
+        zmsg_t *env = NULL, *body = NULL, *msg = NULL;
+        agent_ctl_req_t req;
+        char why[160];
+        int r = agent_ctl_recv(sock, &env, &body);
+        if (r == -EAGAIN)
+            return 0;
+        if (r < 0) {
+            log_debug_errno(r, "control: dropped a request without envelope: %m");
+            continue;
+        }
+        r = agent_ctl_req_parse(body, &req, why, sizeof(why));
+        zmsg_destroy(&body);
+        if (r < 0) {
+            log_debug("control: refused request: %s", why);
+            msg = agent_ctl_error_reply(r, why);
+        } else {
+            reply_t rp = {0};
+            execute(a, &req, &rp);
+            if (rp.err < 0 && !rp.text)
+                reply_error(&rp, rp.err, "%s failed: %s", agent_cmd_table()[req.cmd].name,
+                            strerror(-rp.err));
+            msg = rp.err < 0 ? agent_ctl_error_reply(rp.err, rp.text ? rp.text : "error")
+                             : agent_ctl_reply_new(0, rp.json, rp.text);
+            free(rp.json);
+            free(rp.text);
+        }
+        if (!msg) {
+            zmsg_destroy(&env);
+            log_error("control: out of memory building a reply");
+            continue;
+        }
+        r = agent_ctl_send(sock, &env, &msg);
+        if (r < 0)
+            log_debug_errno(r, "control: sending a reply failed: %m");
+    }
+    return 0;
+}
+
+/* ---- start-up and shutdown --------------------------------------------------------------- */
+
+static int make_pipe(int fds[2])
+{
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) < 0)
+        return -errno;
+    (void)fcntl(fds[1], F_SETPIPE_SZ, PIPE_BYTES); /* best effort; the default also works */
+    return 0;
+}
+
+static int add_targets(agent_t *a)
+{
+    for (size_t i = 0; i < a->cfg->n_targets; i++) {
+        const agent_target_conf_t *tc = &a->cfg->targets[i];
+        rtcr_rom_spec_t roms[AGENT_ROMS_MAX];
+        for (size_t k = 0; k < tc->n_roms; k++)
+            roms[k] = (rtcr_rom_spec_t){.name = tc->roms[k].name, .path = tc->roms[k].path};
+        rtcr_target_spec_t spec = {
+            .name = tc->name,
+            .binary = tc->binary,
+            .ram_quota = tc->ram,
+            .cap_limit = tc->caps,
+            .roms = roms,
+            .n_roms = tc->n_roms,
+            .services = (const char *const *)tc->services,
+            .n_services = tc->n_services,
+        };
+        rtcr_target_t *t;
+        int r = rtcr_ecu_add_target(a->ecu, &spec, &t);
+        if (r < 0)
+            return log_error_errno(r, "%s: targets/%s: cannot add target (binary %s): %m",
+                                   a->cfg->path, tc->name, tc->binary);
+    }
+    return 0;
+}
+
+static void autostart(agent_t *a)
+{
+    for (size_t i = 0; i < a->cfg->n_targets; i++) {
+        const agent_target_conf_t *tc = &a->cfg->targets[i];
+        if (!tc->autostart)
+            continue;
+        rtcr_target_t *t = rtcr_ecu_find_target(a->ecu, tc->name);
+        int r = t ? rtcr_target_start(t) : -ENOENT;
+        if (r < 0)
+            log_error_errno(r, "starting target '%s' failed: %m", tc->name);
+        else
+            log_info("target '%s' starting (pid %d)", tc->name, (int)rtcr_target_pid(t));
+    }
+}
+
+static int setup_loop(agent_t *a)
+{
+    zmq_pollitem_t sig = {.fd = a->sig_fd, .events = ZMQ_POLLIN};
+    zmq_pollitem_t ev = {.fd = a->ev_pipe[0], .events = ZMQ_POLLIN};
+    zmq_pollitem_t lg = {.fd = a->log_pipe[0], .events = ZMQ_POLLIN};
+    uint64_t wd_usec = 0;
+
+    a->loop = zloop_new();
+    if (!a->loop)
+        return -ENOMEM;
+    zloop_set_nonstop(a->loop, true);
+    if (zloop_poller(a->loop, &sig, on_signal, a) < 0 ||
+        zloop_poller(a->loop, &ev, on_pipe, a) < 0 || zloop_poller(a->loop, &lg, on_pipe, a) < 0 ||
+        zloop_reader(a->loop, a->ctl, on_control, a) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < a->cfg->n_sensors; i++) {
+        sensor_t *s = &a->sensors[i];
+        *s = (sensor_t){.agent = a, .conf = &a->cfg->sensors[i]};
+        if (zloop_timer(a->loop, s->conf->period_ms, 0, on_sensor, s) < 0)
+            return -ENOMEM;
+        log_info("sensor '%s' fires irq %u every %u ms", s->conf->name, s->conf->line,
+                 s->conf->period_ms);
+    }
+    int r = sd_watchdog_enabled(0, &wd_usec);
+    if (r > 0 && wd_usec > 0) {
+        size_t ms = (size_t)(wd_usec / 2000);
+        if (zloop_timer(a->loop, ms ? ms : 1, 0, on_watchdog, a) < 0)
+            return -ENOMEM;
+        a->watchdog = true;
+        log_info("systemd watchdog: pinging every %zu ms", ms ? ms : 1);
+    }
+    return 0;
+}
+
+static void agent_shutdown(agent_t *a)
+{
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping targets");
+    if (a->ecu) {
+        for (size_t i = 0; i < a->cfg->n_targets; i++) {
+            rtcr_target_t *t = rtcr_ecu_find_target(a->ecu, a->cfg->targets[i].name);
+            if (!t)
+                continue;
+            enum rtcr_target_state s = rtcr_target_state(t);
+            if (s == RTCR_TARGET_RUNNING || s == RTCR_TARGET_STARTING ||
+                s == RTCR_TARGET_RESTORING) {
+                int r = rtcr_target_stop(t);
+                if (r < 0 && r != -EALREADY)
+                    log_warning_errno(r, "stopping target '%s' failed: %m", rtcr_target_name(t));
+                else
+                    log_info("target '%s' stopped", rtcr_target_name(t));
+            }
+        }
+    }
+    rtcr_ecu_destroy(&a->ecu);
+    zloop_destroy(&a->loop);
+    agent_ctl_close(&a->ctl, a->cfg ? a->cfg->control : NULL);
+    for (int i = 0; i < 2; i++) {
+        if (a->ev_pipe[i] >= 0)
+            close(a->ev_pipe[i]);
+        if (a->log_pipe[i] >= 0)
+            close(a->log_pipe[i]);
+    }
+    if (a->sig_fd >= 0)
+        close(a->sig_fd);
+    agent_config_destroy(&a->cfg);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: ecu-agent -c FILE [--check] [-v] [--log-level LEVEL]\n"
+                 "Run one RTCR ECU: its targets, sensors and local control socket.\n"
+                 "\n"
+                 "  -c, --config FILE    ZPL config file (see docs/config-reference.md)\n"
+                 "      --check          validate the config and exit (0 if valid)\n"
+                 "  -v, --verbose        log at debug level\n"
+                 "      --log-level L    error, warning, notice, info (default) or debug\n"
+                 "  -h, --help           this text\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'C'},
+        {"verbose", no_argument, NULL, 'v'},      {"log-level", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL;
+    bool check = false;
+    int c, r;
+
+    log_open();
+    while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'C':
+            check = true;
+            break;
+        case 'v':
+            log_set_max_level(LOG_DEBUG);
+            break;
+        case 'L':
+            r = log_level_from_string(optarg);
+            if (r < 0) {
+                fprintf(stderr, "ecu-agent: unknown log level '%s'\n", optarg);
+                return 2;
+            }
+            log_set_max_level(r);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!config || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    /* Signals: blocked before any thread exists, so every thread inherits the mask and only
+     * the signalfd sees them. CZMQ must not install its own SIGINT/SIGTERM handlers. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGHUP);
+    /* SIGPIPE is blocked, not ignored: a write to a closed pipe returns EPIPE, and the
+     * runtime's clean signal mask in target processes restores it (an ignored disposition
+     * would survive exec) */
+    sigset_t blocked = mask;
+    sigaddset(&blocked, SIGPIPE);
+    sigprocmask(SIG_BLOCK, &blocked, NULL);
+    zsys_handler_set(NULL);
+
+    agent_t a = {.sig_fd = -1, .ev_pipe = {-1, -1}, .log_pipe = {-1, -1}};
+    a.start_usec = now_usec();
+
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    char *tdir = agent_default_target_dir(n > 0 ? exe : NULL);
+    char *err = NULL;
+    r = agent_config_load(config, tdir, &a.cfg, &err);
+    free(tdir);
+    if (r < 0) {
+        log_error("%s", err ? err : "out of memory loading the config");
+        free(err);
+        return 1;
+    }
+    if (check) {
+        printf("%s: OK (ecu '%s', %zu targets, %zu sensors, control %s)\n", config, a.cfg->name,
+               a.cfg->n_targets, a.cfg->n_sensors, a.cfg->control);
+        agent_config_destroy(&a.cfg);
+        return 0;
+    }
+    log_notice("ecu '%s' starting (config %s, %zu targets, %zu sensors)", a.cfg->name, config,
+               a.cfg->n_targets, a.cfg->n_sensors);
+    sd_notifyf(0, "STATUS=%s: starting", a.cfg->name);
+
+    a.sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (a.sig_fd < 0) {
+        r = log_error_errno(-errno, "signalfd: %m");
+        goto fail;
+    }
+    if ((r = make_pipe(a.ev_pipe)) < 0 || (r = make_pipe(a.log_pipe)) < 0) {
+        log_error_errno(r, "pipe: %m");
+        goto fail;
+    }
+    /* the control socket first: a second agent for the same ECU must stop before it runs
+     * anything */
+    r = agent_ctl_bind(a.cfg->control, &a.ctl);
+    if (r == -EADDRINUSE) {
+        log_error("control socket %s: another ecu-agent is running there", a.cfg->control);
+        goto fail;
+    }
+    if (r < 0) {
+        log_error_errno(r, "control socket %s: %m", a.cfg->control);
+        goto fail;
+    }
+    rtcr_ecu_params_t params = {
+        .name = a.cfg->name, .ram_total = a.cfg->ram, .log_lines = a.cfg->log_lines};
+    r = rtcr_ecu_new(&params, &a.ecu);
+    if (r < 0) {
+        log_error_errno(r, "creating the ECU runtime failed: %m");
+        goto fail;
+    }
+    rtcr_ecu_set_event_cb(a.ecu, on_event, &a);
+    rtcr_ecu_set_log_cb(a.ecu, on_log, &a);
+    if ((r = add_targets(&a)) < 0)
+        goto fail;
+    if ((r = setup_loop(&a)) < 0) {
+        log_error_errno(r, "setting up the event loop failed: %m");
+        goto fail;
+    }
+    autostart(&a);
+    counts_t cn = count_targets(&a);
+    sd_notifyf(0, "READY=1\nSTATUS=%s: %u/%u targets running", a.cfg->name, cn.running, cn.total);
+    log_notice("ecu '%s' ready: %u/%u targets running, control socket %s", a.cfg->name, cn.running,
+               cn.total, a.cfg->control);
+
+    zloop_start(a.loop);
+
+    log_notice("ecu '%s' stopping", a.cfg->name);
+    agent_shutdown(&a);
+    log_notice("stopped");
+    return 0;
+fail:
+    agent_shutdown(&a);
+    return 1;
+}
