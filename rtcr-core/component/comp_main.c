@@ -510,6 +510,9 @@ static void restore_start(void)
             die("entrypoint thread", r);
         pthread_detach(th);
     }
+    rtcr_msg_init(&m, RTCR_RPC_PARENT_CONSTRUCTED); /* tell the parent we run again */
+    if ((r = comp_call(RTCR_PARENT_CAP, &m, false, NULL)) < 0)
+        die("restored", r);
     comp_ep_loop(&env->eps[0]);
 }
 

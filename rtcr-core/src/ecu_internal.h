@@ -178,6 +178,7 @@ struct rtcr_target {
     size_t pool_size;              /* pool bytes */
     struct extent *pool_used;      /* allocated extents, ascending offset */
     int sock_fd;                   /* agent end of the parent socket */
+    int child_sock_fd;             /* the target's end until the process is started */
     rtcr_kobj_t *task;             /* the target's kernel task (owned) */
     rtcr_kobj_t *core_task;        /* core's task for this target (owned) */
     rtcr_kobj_t *core_thread;      /* core thread serving the target's sessions (owned) */
@@ -241,11 +242,17 @@ struct rtcr_ecu {
 };
 
 /* ---- rtcr_target.c --------------------------------------------------------------------- */
-int target_spawn(struct rtcr_target *t);       /* t->lock held by caller? no: takes it */
+/* A new incarnation in two steps: prepare the resources and kernel objects (task, parent,
+ * core thread, main thread), then start the process. spawn = both. On failure the caller
+ * tears down. */
+int target_prepare(struct rtcr_target *t);
+int target_launch(struct rtcr_target *t);
+int target_spawn(struct rtcr_target *t);
 void target_teardown(struct rtcr_target *t);   /* free process resources; t->lock not held */
 int target_pool_alloc(struct rtcr_target *t, size_t size, size_t *ret_off);
 void target_pool_free(struct rtcr_target *t, size_t off, size_t size);
 int target_thread_add(struct rtcr_target *t, const char *name, unsigned *ret_index);
+int target_mirror_start(struct rtcr_target *t, unsigned index); /* serve UTCB `index` */
 void target_log_line(struct rtcr_target *t, const char *line);
 void target_emit(struct rtcr_target *t, enum rtcr_ecu_event ev, const char *detail);
 
@@ -260,6 +267,19 @@ void ckpt_park_if_freezing(struct rtcr_target *t);
 /* The handler of a target's core thread: dispatches every RPC to a core object. */
 int svc_dispatch(void *ctx, rtcr_kobj_t *thread, uint64_t label, const rtcr_msg_t *req,
                  rtcr_msg_t *reply);
+/* Records (used by the restorer too): create/destroy the gate of a record with a new badge;
+ * a RAM/ROM dataspace in the pool; RAM quota accounting. t->lock held. */
+int svc_obj_init(struct rtcr_target *t, struct obj *o, enum obj_kind kind, const char *name);
+void svc_obj_fini(struct rtcr_target *t, struct obj *o);
+int svc_objtab_put(struct rtcr_target *t, struct obj *o);
+int svc_ds_new(struct rtcr_target *t, size_t size, bool readonly, const char *what,
+               struct dataspace **ret);
+int svc_rom_load(struct rtcr_target *t, const char *path, const char *module,
+                 struct dataspace **ret, size_t *ret_len);
+int svc_charge(struct rtcr_target *t, size_t bytes, const char *what);
+void svc_uncharge(struct rtcr_target *t, size_t bytes);
+/* The file of ROM module `module` of the target (the binary for "binary"), NULL if none. */
+const char *svc_rom_path(struct rtcr_target *t, const char *module);
 /* Make the parent object at slot 8. */
 int svc_make_parent(struct rtcr_target *t);
 /* Free every record of a target (kernel objects included). t->lock held. */

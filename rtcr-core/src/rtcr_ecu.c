@@ -203,7 +203,7 @@ int rtcr_ecu_add_target(rtcr_ecu_t *ecu, const rtcr_target_spec_t *spec,
     t->binary = strdup(spec->binary);
     t->ram_quota = spec->ram_quota;
     t->cap_limit = spec->cap_limit;
-    t->pool_fd = t->sock_fd = -1;
+    t->pool_fd = t->sock_fd = t->child_sock_fd = -1;
     t->log.cap = ecu->log_lines;
     t->log.lines = calloc(t->log.cap, sizeof(char *));
     t->roms = spec->n_roms ? calloc(spec->n_roms, sizeof(*t->roms)) : NULL;

@@ -56,7 +56,7 @@ static size_t objtab_hash(rtcr_badge_t b, size_t cap)
     return ((b >> 2) * 2654435761u) & (cap - 1);
 }
 
-static int objtab_put(struct rtcr_target *t, struct obj *o)
+int svc_objtab_put(struct rtcr_target *t, struct obj *o)
 {
     if ((t->objtab_n + 1) * 2 > t->objtab_cap) {
         size_t ncap = t->objtab_cap ? t->objtab_cap * 2 : 64;
@@ -122,7 +122,7 @@ static void objtab_del(struct rtcr_target *t, rtcr_badge_t b)
 /* ---- records ------------------------------------------------------------------------- */
 
 /* Create the gate for a new record and register it. The record is not yet linked anywhere. */
-static int obj_init(struct rtcr_target *t, struct obj *o, enum obj_kind kind, const char *name)
+int svc_obj_init(struct rtcr_target *t, struct obj *o, enum obj_kind kind, const char *name)
 {
     rtcr_kernel_t *k = t->ecu->kernel;
     int r = rtcr_gate_create_rpc(k, t->core_thread, &o->gate);
@@ -135,7 +135,7 @@ static int obj_init(struct rtcr_target *t, struct obj *o, enum obj_kind kind, co
     o->created_seq = ++t->obj_seq;
     rtcr_kobj_set_user(o->gate, o);
     rtcr_kobj_set_name(o->gate, name);
-    r = objtab_put(t, o);
+    r = svc_objtab_put(t, o);
     if (r < 0) {
         rtcr_kobj_delete(k, o->gate);
         rtcr_kobj_unref(&o->gate);
@@ -173,7 +173,7 @@ static void unmap_from_target(struct rtcr_target *t, rtcr_kobj_t *obj)
 }
 
 /* Destroy the gate (every capability to it goes) and unregister. */
-static void obj_fini(struct rtcr_target *t, struct obj *o)
+void svc_obj_fini(struct rtcr_target *t, struct obj *o)
 {
     if (!o->gate)
         return;
@@ -298,7 +298,7 @@ static int parse_size(const char *s, size_t *ret)
 
 /* ---- RAM accounting --------------------------------------------------------------------- */
 
-static int charge(struct rtcr_target *t, size_t bytes, const char *what)
+int svc_charge(struct rtcr_target *t, size_t bytes, const char *what)
 {
     if (bytes > t->ram_quota || t->ram_used > t->ram_quota - bytes) {
         deny(t, "RAM quota exceeded: %s needs %zu bytes, %zu of %zu in use", what, bytes,
@@ -309,14 +309,14 @@ static int charge(struct rtcr_target *t, size_t bytes, const char *what)
     return 0;
 }
 
-static void uncharge(struct rtcr_target *t, size_t bytes)
+void svc_uncharge(struct rtcr_target *t, size_t bytes)
 {
     t->ram_used = bytes > t->ram_used ? 0 : t->ram_used - bytes;
 }
 
 /* ---- dataspaces ------------------------------------------------------------------------ */
 
-static int ds_new(struct rtcr_target *t, size_t size, bool readonly, const char *what,
+int svc_ds_new(struct rtcr_target *t, size_t size, bool readonly, const char *what,
                   struct dataspace **ret)
 {
     struct dataspace *ds = calloc(1, sizeof(*ds));
@@ -332,7 +332,7 @@ static int ds_new(struct rtcr_target *t, size_t size, bool readonly, const char 
     }
     char name[96];
     snprintf(name, sizeof(name), "%s dataspace %zu KiB", what, size >> 10);
-    r = obj_init(t, &ds->o, OBJ_DATASPACE, name);
+    r = svc_obj_init(t, &ds->o, OBJ_DATASPACE, name);
     if (r < 0) {
         target_pool_free(t, ds->pool_off, size);
         free(ds);
@@ -346,7 +346,7 @@ static int ds_new(struct rtcr_target *t, size_t size, bool readonly, const char 
 
 static void ds_free(struct rtcr_target *t, struct dataspace *ds)
 {
-    obj_fini(t, &ds->o);
+    svc_obj_fini(t, &ds->o);
     target_pool_free(t, ds->pool_off, ds->size);
     free(ds);
 }
@@ -420,7 +420,7 @@ static void session_free(struct rtcr_target *t, struct session *s)
         while (s->u.pd.contexts) {
             struct sigctx *c = s->u.pd.contexts;
             s->u.pd.contexts = c->next;
-            obj_fini(t, &c->o);
+            svc_obj_fini(t, &c->o);
             free(c);
         }
         while (s->u.pd.sources) {
@@ -433,7 +433,7 @@ static void session_free(struct rtcr_target *t, struct session *s)
         while (s->u.pd.rpcs) {
             struct rpcobj *ro = s->u.pd.rpcs;
             s->u.pd.rpcs = ro->next;
-            obj_fini(t, &ro->o);
+            svc_obj_fini(t, &ro->o);
             free(ro);
         }
         break;
@@ -441,7 +441,7 @@ static void session_free(struct rtcr_target *t, struct session *s)
         while (s->u.ram.dss) {
             struct dataspace *ds = s->u.ram.dss;
             s->u.ram.dss = ds->next;
-            uncharge(t, ds->size);
+            svc_uncharge(t, ds->size);
             ds_free(t, ds);
         }
         break;
@@ -462,8 +462,8 @@ static void session_free(struct rtcr_target *t, struct session *s)
     default:
         break;
     }
-    uncharge(t, s->quota);
-    obj_fini(t, &s->o);
+    svc_uncharge(t, s->quota);
+    svc_obj_fini(t, &s->o);
     free(s);
 }
 
@@ -485,7 +485,7 @@ void svc_free_all(struct rtcr_target *t)
         session_free(t, s);
     }
     if (t->parent) {
-        obj_fini(t, t->parent);
+        svc_obj_fini(t, t->parent);
         free(t->parent);
         t->parent = NULL;
     }
@@ -494,20 +494,18 @@ void svc_free_all(struct rtcr_target *t)
     t->objtab_cap = t->objtab_n = 0;
 }
 
-static const struct rtcr_rom_spec *rom_lookup(struct rtcr_target *t, const char *module)
+const char *svc_rom_path(struct rtcr_target *t, const char *module)
 {
-    if (strcmp(module, "binary") == 0) {
-        static const struct rtcr_rom_spec none = {NULL, NULL};
-        return &none; /* resolved to t->binary by the caller */
-    }
+    if (strcmp(module, "binary") == 0)
+        return t->binary;
     for (size_t i = 0; i < t->n_roms; i++)
         if (strcmp(t->roms[i].name, module) == 0)
-            return &t->roms[i];
+            return t->roms[i].path;
     return NULL;
 }
 
 /* Read a ROM module's file into a fresh read-only dataspace. */
-static int rom_load(struct rtcr_target *t, const char *path, const char *module,
+int svc_rom_load(struct rtcr_target *t, const char *path, const char *module,
                     struct dataspace **ret, size_t *ret_len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -524,7 +522,7 @@ static int rom_load(struct rtcr_target *t, const char *path, const char *module,
     char what[NAME_MAX_LEN + 8];
     snprintf(what, sizeof(what), "ROM '%.*s'", NAME_MAX_LEN - 1, module);
     struct dataspace *ds;
-    int r = ds_new(t, st.st_size ? (size_t)st.st_size : 1, true, what, &ds);
+    int r = svc_ds_new(t, st.st_size ? (size_t)st.st_size : 1, true, what, &ds);
     if (r < 0) {
         close(fd);
         return r;
@@ -604,16 +602,16 @@ static int parent_session(struct rtcr_target *t, const rtcr_msg_t *req, rtcr_msg
         snprintf(s->u.log.label, sizeof(s->u.log.label), "%.*s", NAME_MAX_LEN - 1, val);
         break;
     case RTCR_SVC_ROM: {
-        const struct rtcr_rom_spec *rs;
+        const char *path;
         if (arg_get(args, "label", val, sizeof(val)) < 0)
             val[0] = '\0';
-        if (!(rs = rom_lookup(t, val))) {
+        if (!(path = svc_rom_path(t, val))) {
             deny(t, "ROM session refused: no module '%s'", val);
             free(s);
             return -ENOENT;
         }
         snprintf(s->u.rom.module, sizeof(s->u.rom.module), "%.*s", NAME_MAX_LEN - 1, val);
-        r = rom_load(t, rs->path ? rs->path : t->binary, val, &rom_ds, &rom_len);
+        r = svc_rom_load(t, path, val, &rom_ds, &rom_len);
         if (r < 0) {
             free(s);
             return r;
@@ -627,7 +625,7 @@ static int parent_session(struct rtcr_target *t, const rtcr_msg_t *req, rtcr_msg
         break;
     }
 
-    r = charge(t, quota, service_names[svc]);
+    r = svc_charge(t, quota, service_names[svc]);
     if (r < 0)
         goto fail;
     s->quota = quota;
@@ -640,9 +638,9 @@ static int parent_session(struct rtcr_target *t, const rtcr_msg_t *req, rtcr_msg
         snprintf(name, sizeof(name), "LOG session '%s'", s->u.log.label);
     else
         snprintf(name, sizeof(name), "%s session '%s'", service_names[svc], t->name);
-    r = obj_init(t, &s->o, OBJ_SESSION, name);
+    r = svc_obj_init(t, &s->o, OBJ_SESSION, name);
     if (r < 0) {
-        uncharge(t, quota);
+        svc_uncharge(t, quota);
         goto fail;
     }
     if (s->type == RTCR_SVC_ROM) {
@@ -653,8 +651,8 @@ static int parent_session(struct rtcr_target *t, const rtcr_msg_t *req, rtcr_msg
     rtcr_msg_put(reply, s->o.badge);
     r = reply_cap(t, s->o.gate, reply);
     if (r < 0) {
-        obj_fini(t, &s->o);
-        uncharge(t, quota);
+        svc_obj_fini(t, &s->o);
+        svc_uncharge(t, quota);
         goto fail;
     }
     s->next = t->sessions;
@@ -685,7 +683,7 @@ static int parent_upgrade(struct rtcr_target *t, const rtcr_msg_t *req)
     size_t ul = strlen(s->upgrade);
     if (ul + strlen(args) + 2 > sizeof(s->upgrade))
         return -E2BIG;
-    r = charge(t, q, "session upgrade");
+    r = svc_charge(t, q, "session upgrade");
     if (r < 0)
         return r;
     s->quota += q;
@@ -764,10 +762,11 @@ static int parent_dispatch(struct rtcr_target *t, uint64_t op, const rtcr_msg_t 
     case RTCR_RPC_PARENT_CLOSE:
         return parent_close(t, req);
     case RTCR_RPC_PARENT_CONSTRUCTED:
-        if (!t->constructed) {
+        if (!t->constructed || t->state == RTCR_TARGET_RESTORING) {
+            const char *how = t->state == RTCR_TARGET_RESTORING ? "restored" : NULL;
             t->constructed = true;
             t->state = RTCR_TARGET_RUNNING;
-            target_emit(t, RTCR_EV_TARGET_STARTED, NULL);
+            target_emit(t, RTCR_EV_TARGET_STARTED, how);
         }
         return 0;
     case RTCR_RPC_PARENT_EXIT: {
@@ -822,7 +821,7 @@ static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
         ro->ep_index = (unsigned)a1;
         rtcr_kobj_set_user(ro->o.gate, &ro->o);
         rtcr_kobj_set_name(ro->o.gate, name);
-        if ((r = objtab_put(t, &ro->o)) < 0) {
+        if ((r = svc_objtab_put(t, &ro->o)) < 0) {
             rtcr_kobj_delete(k, ro->o.gate);
             rtcr_kobj_unref(&ro->o.gate);
             free(ro);
@@ -831,7 +830,7 @@ static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
         rtcr_msg_init(reply, 0);
         rtcr_msg_put(reply, ro->o.badge);
         if ((r = reply_cap(t, ro->o.gate, reply)) < 0) {
-            obj_fini(t, &ro->o);
+            svc_obj_fini(t, &ro->o);
             free(ro);
             return r;
         }
@@ -849,7 +848,7 @@ static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
             if (&(*pp)->o == o) {
                 struct rpcobj *ro = *pp;
                 *pp = ro->next;
-                obj_fini(t, &ro->o);
+                svc_obj_fini(t, &ro->o);
                 free(ro);
                 return 0;
             }
@@ -907,7 +906,7 @@ static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
             return -ENOMEM;
         char name[64];
         snprintf(name, sizeof(name), "signal context %#" PRIx64, a2);
-        if ((r = obj_init(t, &c->o, OBJ_SIGCTX, name)) < 0) {
+        if ((r = svc_obj_init(t, &c->o, OBJ_SIGCTX, name)) < 0) {
             free(c);
             return r;
         }
@@ -916,7 +915,7 @@ static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
         rtcr_msg_init(reply, 0);
         rtcr_msg_put(reply, c->o.badge);
         if ((r = reply_cap(t, c->o.gate, reply)) < 0) {
-            obj_fini(t, &c->o);
+            svc_obj_fini(t, &c->o);
             free(c);
             return r;
         }
@@ -935,7 +934,7 @@ static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
                 struct sigctx *c = *pp;
                 sigctx_unqueue(s, c);
                 *pp = c->next;
-                obj_fini(t, &c->o);
+                svc_obj_fini(t, &c->o);
                 free(c);
                 return 0;
             }
@@ -1030,11 +1029,11 @@ static int ram_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
         size_t size = PAGE_ALIGN((size_t)a1);
         if ((r = cap_room(t, 1)) < 0)
             return r;
-        if ((r = charge(t, size, "RAM dataspace")) < 0)
+        if ((r = svc_charge(t, size, "RAM dataspace")) < 0)
             return r;
         struct dataspace *ds;
-        if ((r = ds_new(t, size, false, "RAM", &ds)) < 0) {
-            uncharge(t, size);
+        if ((r = svc_ds_new(t, size, false, "RAM", &ds)) < 0) {
+            svc_uncharge(t, size);
             return r;
         }
         rtcr_msg_init(reply, 0);
@@ -1042,7 +1041,7 @@ static int ram_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
         rtcr_msg_put(reply, ds->size);
         rtcr_msg_put(reply, ds->pool_off);
         if ((r = reply_cap(t, ds->o.gate, reply)) < 0) {
-            uncharge(t, size);
+            svc_uncharge(t, size);
             ds_free(t, ds);
             return r;
         }
@@ -1064,7 +1063,7 @@ static int ram_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
                     return -EBUSY;
                 *pp = ds->next;
                 s->u.ram.used -= ds->size;
-                uncharge(t, ds->size);
+                svc_uncharge(t, ds->size);
                 ds_free(t, ds);
                 return 0;
             }
@@ -1335,14 +1334,14 @@ int svc_make_parent(struct rtcr_target *t)
     struct obj *p = calloc(1, sizeof(*p));
     if (!p)
         return -ENOMEM;
-    int r = obj_init(t, p, OBJ_PARENT, "parent");
+    int r = svc_obj_init(t, p, OBJ_PARENT, "parent");
     if (r < 0) {
         free(p);
         return r;
     }
     r = rtcr_task_install(t->ecu->kernel, t->task, RTCR_PARENT_CAP, p->gate, RTCR_CAP_RWS);
     if (r < 0) {
-        obj_fini(t, p);
+        svc_obj_fini(t, p);
         free(p);
         return r;
     }

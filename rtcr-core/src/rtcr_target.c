@@ -215,7 +215,7 @@ out:
     return NULL;
 }
 
-static int mirror_start(struct rtcr_target *t, unsigned index)
+int target_mirror_start(struct rtcr_target *t, unsigned index)
 {
     struct tthread *th = &t->threads[index];
     rtcr_utcb_t *u = rtcr_utcb_area_utcb(t->utcb, index);
@@ -248,7 +248,7 @@ int target_thread_add(struct rtcr_target *t, const char *name, unsigned *ret_ind
     rtcr_kobj_t *kt;
     unsigned index;
     char full[96];
-    snprintf(full, sizeof(full), "thread '%s' of %s", name, t->name);
+    snprintf(full, sizeof(full), "%s:%s", t->name, name);
     int r = rtcr_thread_create(k, t->task, full, &kt);
     if (r < 0)
         return r;
@@ -260,7 +260,7 @@ int target_thread_add(struct rtcr_target *t, const char *name, unsigned *ret_ind
     }
     t->threads[index].kthread = kt;
     snprintf(t->threads[index].name, sizeof(t->threads[index].name), "%s", name);
-    r = mirror_start(t, index);
+    r = target_mirror_start(t, index);
     if (r < 0) {
         rtcr_kobj_delete(k, kt);
         rtcr_kobj_unref(&t->threads[index].kthread);
@@ -382,6 +382,9 @@ void target_teardown(struct rtcr_target *t)
     if (t->sock_fd >= 0)
         close(t->sock_fd);
     t->sock_fd = -1;
+    if (t->child_sock_fd >= 0)
+        close(t->child_sock_fd);
+    t->child_sock_fd = -1;
     rtcr_utcb_area_destroy(&t->utcb);
     t->abort_word = 0;
     t->ram_used = 0;
@@ -409,15 +412,14 @@ static char **child_env(const char *mode)
     return env;
 }
 
-int target_spawn(struct rtcr_target *t)
+int target_prepare(struct rtcr_target *t)
 {
     int sv[2] = {-1, -1};
     int r;
-
     pthread_mutex_lock(&t->lock);
     t->dead = false;
     t->abort_word = 0;
-    t->pool_fd = t->sock_fd = -1;
+    t->pool_fd = t->sock_fd = t->child_sock_fd = -1;
     r = rtcr_utcb_area_new(t->name, RTCR_THREAD_MAX, &t->utcb);
     if (r >= 0)
         r = make_pool(t);
@@ -425,24 +427,29 @@ int target_spawn(struct rtcr_target *t)
         r = make_kernel_side(t);
     if (r >= 0 && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         r = -errno;
+    if (r >= 0) {
+        fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+        t->sock_fd = sv[0];
+        t->child_sock_fd = sv[1];
+    }
     pthread_mutex_unlock(&t->lock);
-    if (r < 0)
-        goto fail;
+    return r;
+}
 
+int target_launch(struct rtcr_target *t)
+{
     char **env = child_env(t->state == RTCR_TARGET_RESTORING ? RTCR_ENV_MODE "=restore"
                                                              : RTCR_ENV_MODE "=fresh");
-    if (!env) {
-        r = -ENOMEM;
-        goto fail;
-    }
+    if (!env)
+        return -ENOMEM;
     char *argv[] = {t->name, NULL};
-    int fds[3] = {rtcr_utcb_area_fd(t->utcb), t->pool_fd, sv[1]};
+    int fds[3] = {rtcr_utcb_area_fd(t->utcb), t->pool_fd, t->child_sock_fd};
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        r = -errno;
+        int r = -errno;
         free(env);
-        goto fail;
+        return r;
     }
     if (pid == 0) {
         /* child: only async-signal-safe calls from here to exec */
@@ -465,10 +472,9 @@ int target_spawn(struct rtcr_target *t)
         _exit(127);
     }
     free(env);
-    close(sv[1]);
-    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
     pthread_mutex_lock(&t->lock);
-    t->sock_fd = sv[0];
+    close(t->child_sock_fd);
+    t->child_sock_fd = -1;
     t->pid = pid;
     t->started_usec = now_usec();
     if (t->starts++ > 0)
@@ -480,12 +486,14 @@ int target_spawn(struct rtcr_target *t)
     t->stopping = false;
     pthread_mutex_unlock(&t->lock);
     return 0;
+}
 
-fail:
-    if (sv[0] >= 0)
-        close(sv[0]);
-    if (sv[1] >= 0)
-        close(sv[1]);
-    target_teardown(t);
+int target_spawn(struct rtcr_target *t)
+{
+    int r = target_prepare(t);
+    if (r >= 0)
+        r = target_launch(t);
+    if (r < 0)
+        target_teardown(t);
     return r;
 }

@@ -161,7 +161,9 @@ typedef int (*rtcr_ipc_handler_fn)(void *ctx, rtcr_kobj_t *thread, uint64_t labe
 
 /* A new kernel for one ECU. Caller owns; NULL only for out-of-memory. */
 rtcr_kernel_t *rtcr_kernel_new(void);
-/* Destroy every object and the kernel; NULL-safe, idempotent, NULLs *p. */
+/* Destroy every object and the kernel; NULL-safe, idempotent, NULLs *p. Every object is freed,
+ * referenced or not: no object pointer may be used afterwards, and no thread may be blocked
+ * in the kernel. */
 void rtcr_kernel_destroy(rtcr_kernel_t **p);
 
 /* ---- badges ------------------------------------------------------------------------------ */
@@ -209,12 +211,14 @@ int rtcr_irq_create(rtcr_kernel_t *k, rtcr_kobj_t **ret_irq);
 
 void rtcr_kobj_ref(rtcr_kobj_t *o);
 void rtcr_kobj_unref(rtcr_kobj_t **p);        /* NULL-safe, NULLs *p */
-int rtcr_kobj_delete(rtcr_kernel_t *k, rtcr_kobj_t *o); /* -EIDRM if already deleted */
+/* -EIDRM if already deleted, -EINVAL for NULL or an object of another kernel */
+int rtcr_kobj_delete(rtcr_kernel_t *k, rtcr_kobj_t *o);
 enum rtcr_kobj_type rtcr_kobj_type_of(const rtcr_kobj_t *o);
 bool rtcr_kobj_is_deleted(const rtcr_kobj_t *o);
 /* A per-ECU unique, never-reused object id (for dumps and checkpoint identity). */
 uint64_t rtcr_kobj_id(const rtcr_kobj_t *o);
-/* What the object is, for dumps ("LOG session 'brake'"); copied, may be NULL. */
+/* What the object is, for dumps ("LOG session 'brake'"); copied, may be NULL. The string
+ * returned by rtcr_kobj_name() is borrowed until the next set_name or the object's end. */
 void rtcr_kobj_set_name(rtcr_kobj_t *o, const char *name);
 const char *rtcr_kobj_name(const rtcr_kobj_t *o);
 /* An opaque pointer for the owner (the agent's record of the object); not interpreted. */
@@ -227,21 +231,26 @@ const char *rtcr_kobj_type_name(enum rtcr_kobj_type t); /* "task", "thread", "ga
 /* ---- tasks and capability spaces --------------------------------------------------------- */
 
 /* Put a capability to `obj` with `rights` into `slot` of `task` (core's direct install, used
- * when core sets up a PD and on restore). -EEXIST if occupied. The new capability is a root
- * of the mapping tree. */
+ * when core sets up a PD and on restore). -EEXIST if occupied, -ERANGE, -EIDRM (task or obj
+ * deleted), -EPROTOTYPE (task), -EINVAL (NULL, rights beyond RTCR_CAP_ALL). The new
+ * capability is a root of the mapping tree. */
 int rtcr_task_install(rtcr_kernel_t *k, rtcr_kobj_t *task, unsigned slot, rtcr_kobj_t *obj,
                       unsigned rights);
 /* l4_task_map: copy the capability at `src_slot` of `src` into `dst_slot` of `dst`, with
  * rights = source rights & `rights`. Needs S on the source capability (-EPERM). With `grant`
- * the source slot is emptied (a move). The copy is derived from the source. */
+ * the source slot is emptied (a move that keeps the capability's place in the mapping tree).
+ * The copy is derived from the source. Errors: resolution of the source (-ERANGE, -ENOENT,
+ * -EIDRM), -ERANGE/-EEXIST for the destination, -EPROTOTYPE, -EINVAL. */
 int rtcr_task_map(rtcr_kernel_t *k, rtcr_kobj_t *dst, unsigned dst_slot, rtcr_kobj_t *src,
                   unsigned src_slot, unsigned rights, bool grant);
-/* l4_task_unmap: remove the capability at `slot` and everything derived from it. With
- * `delete_obj` (L4_FP_DELETE_OBJ) the object is deleted too (needs D). */
+/* l4_task_unmap: remove the capability at `slot` and everything derived from it, in every
+ * task. With `delete_obj` (L4_FP_DELETE_OBJ) the object is deleted too (needs D, -EPERM).
+ * A stale capability is simply removed. -ENOENT if empty, -ERANGE. */
 int rtcr_task_unmap(rtcr_kernel_t *k, rtcr_kobj_t *task, unsigned slot, bool delete_obj);
 /* l4_task_cap_valid: 1 if the slot holds a live capability, 0 if empty or stale, <0 on error */
 int rtcr_task_cap_valid(rtcr_kernel_t *k, rtcr_kobj_t *task, unsigned slot);
-/* First free slot >= RTCR_USER_BASE_CAP (Cap_index_allocator::alloc_range, first fit). */
+/* First free slot >= RTCR_USER_BASE_CAP (Cap_index_allocator::alloc_range, first fit);
+ * -ENOSPC if none. Nothing is reserved: the slot is free until someone fills it. */
 int rtcr_task_alloc_slot(rtcr_kernel_t *k, rtcr_kobj_t *task, unsigned *ret_slot);
 /* Look up a slot: a new reference to the object (caller unrefs) and its rights. Errors as
  * resolution: -ERANGE, -ENOENT, -EIDRM. */
@@ -281,8 +290,11 @@ typedef struct rtcr_cap_info {
  * slots are snapshotted first). A non-zero return from fn stops and is returned. */
 int rtcr_task_foreach_cap(rtcr_kernel_t *k, rtcr_kobj_t *task,
                           int (*fn)(void *ctx, const rtcr_cap_info_t *cap), void *ctx);
-/* Print the cap space as an operator reads it, one line per slot:
- *   0x000201  0x0017a  GATE    LOG session 'brake'                                          */
+/* Print the cap space as an operator reads it, one line per occupied slot, ascending:
+ *   0x000201  0x0017a  GATE    LOG session 'brake'
+ * i.e. "0x%06x  %-7s  %-6s  %s": slot, badge as 0x%05x or "-" if the object has none, type in
+ * upper case, name ("-" if none); a stale capability ends in "  (deleted)". -EIO on a write
+ * error. */
 int rtcr_task_dump(rtcr_kernel_t *k, rtcr_kobj_t *task, FILE *out);
 
 /* ---- IPC --------------------------------------------------------------------------------- */

@@ -1,0 +1,75 @@
+/* rtcr_image_int.h — internals shared by rtcr_image*.c (not installed, not for other modules).
+ *
+ * A parsed epoch owns its wire buffer; the decoded protobuf messages are allocated through a
+ * budgeted allocator (limits.max_unpacked), so a hostile image cannot make the decoder
+ * allocate without bound. The sorted dataspace table (badge -> size) of the metadata and the
+ * DATA offset of each PageIndex entry are computed once at parse time.
+ */
+#ifndef RTCR_IMAGE_INT_H
+#define RTCR_IMAGE_INT_H
+
+#include <stdarg.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include <rtcr/image.h>
+
+/* a RAM dataspace declared by the metadata */
+struct rtcr_image_ds {
+    uint32_t badge; /* dataspace badge */
+    uint64_t size;  /* bytes */
+};
+
+/* protobuf-c allocator with an upper bound on live bytes */
+struct rtcr_image_budget {
+    ProtobufCAllocator pa; /* handed to protobuf-c; allocator_data points at this struct */
+    uint64_t used;         /* live bytes including per-block headers */
+    uint64_t max;          /* bound on used */
+    bool exceeded;         /* an allocation was refused for the bound */
+};
+
+struct rtcr_epoch {
+    uint8_t *buf;                    /* the owned wire bytes */
+    size_t len;                      /* bytes of buf */
+    struct rtcr_image_budget budget; /* allocator of the decoded messages below */
+    RtcrImg__EpochHeader *hdr;       /* decoded HEADER section */
+    RtcrImg__StoredState *state;     /* decoded METADATA section */
+    RtcrImg__PageIndex *index;       /* decoded PAGEMAP section */
+    const uint8_t *meta;             /* METADATA section bytes (inside buf) */
+    size_t meta_len;                 /* bytes of meta */
+    const uint8_t *data;             /* DATA section bytes (inside buf) */
+    size_t data_len;                 /* bytes of data */
+    struct rtcr_image_ds *ds;        /* declared dataspaces, sorted by badge */
+    size_t n_ds;                     /* entries of ds */
+    uint64_t *ds_data_off;           /* DATA offset of index->dataspaces[i]'s first frame */
+    uint32_t max_frame;              /* largest uncompressed frame of the epoch */
+};
+
+/* printf-style message into err (NULL-safe) */
+void rtcr_image__err(rtcr_image_err_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* 1 if `name` is a valid target name */
+bool rtcr_image__valid_name(const char *name);
+
+/* the declared dataspace `badge` of e, or NULL */
+const struct rtcr_image_ds *rtcr_image__ds_find(const struct rtcr_image_ds *ds, size_t n,
+                                                uint32_t badge);
+
+/* Decode one frame into dst (ulen bytes) and check its hash. 0 or -EBADMSG with *why set. */
+int rtcr_image__frame_decode(const uint8_t *src, uint32_t stored, uint8_t *dst, uint32_t ulen,
+                             uint64_t hash, const char **why);
+
+/* Parse only the fixed header, section table and HEADER section of buf (hashes checked);
+ * *ret_hdr is a protobuf-c message the caller frees with rtcr_img__epoch_header__free_unpacked
+ * (NULL allocator). Used by the file writer. */
+int rtcr_image__peek_header(const void *buf, size_t len, rtcr_image_err_t *err,
+                            RtcrImg__EpochHeader **ret_hdr);
+
+/* mark a builder's epoch as the compaction of epochs from..its number */
+void rtcr_image__builder_set_compacted(rtcr_epoch_builder_t *b, uint64_t from);
+
+/* monotonic / realtime clock in usec */
+uint64_t rtcr_image__now_usec(bool realtime);
+
+#endif /* RTCR_IMAGE_INT_H */
