@@ -26,16 +26,16 @@
 #include <rtcr/kernel.h>
 
 /* badge ids are badge / RTCR_BADGE_STEP; the bitmap is allocated in chunks on first use */
-#define BADGE_IDS        (RTCR_BADGE_RANGE / RTCR_BADGE_STEP)
-#define BADGE_CHUNK_BITS (1u << 16)
-#define BADGE_CHUNKS     (BADGE_IDS / BADGE_CHUNK_BITS)
+#define BADGE_IDS         (RTCR_BADGE_RANGE / RTCR_BADGE_STEP)
+#define BADGE_CHUNK_BITS  (1u << 16)
+#define BADGE_CHUNKS      (BADGE_IDS / BADGE_CHUNK_BITS)
 #define BADGE_CHUNK_WORDS (BADGE_CHUNK_BITS / 64)
 
 /* the largest number of map items a message can hold: words + 2 * items <= RTCR_MSG_WORDS */
 #define MAX_ITEMS (RTCR_MSG_WORDS / 2)
 
 struct badge_alloc {
-    uint64_t *chunk[BADGE_CHUNKS]; /* bitmaps of used ids, NULL = all free */
+    uint64_t *chunk[BADGE_CHUNKS];  /* bitmaps of used ids, NULL = all free */
     uint32_t used_in[BADGE_CHUNKS]; /* used ids per chunk */
     uint32_t limit;                 /* ids are 1 .. limit-1 */
     uint32_t cursor;                /* next id to try; ids behind it are not reused before wrap */
@@ -44,14 +44,14 @@ struct badge_alloc {
 
 /* A capability: one slot's reference to an object, a node of the mapping tree. */
 struct rtcr_cap {
-    rtcr_kobj_t *obj;           /* the object (counted) */
-    unsigned rights;            /* RTCR_CAP_* */
-    rtcr_kobj_t *task;          /* task whose space holds it (borrowed), NULL while moving */
-    unsigned slot;              /* slot in that task */
-    struct rtcr_cap *parent;    /* capability it was derived from, NULL for a root */
-    struct rtcr_cap *child;     /* first derived capability */
-    struct rtcr_cap *next;      /* next sibling (same parent) */
-    struct rtcr_cap *prev;      /* previous sibling */
+    rtcr_kobj_t *obj;        /* the object (counted) */
+    unsigned rights;         /* RTCR_CAP_* */
+    rtcr_kobj_t *task;       /* task whose space holds it (borrowed), NULL while moving */
+    unsigned slot;           /* slot in that task */
+    struct rtcr_cap *parent; /* capability it was derived from, NULL for a root */
+    struct rtcr_cap *child;  /* first derived capability */
+    struct rtcr_cap *next;   /* next sibling (same parent) */
+    struct rtcr_cap *prev;   /* previous sibling */
 };
 
 enum call_state {
@@ -62,11 +62,11 @@ enum call_state {
 
 /* One blocking IPC call in flight; lives on the caller's stack. */
 struct call {
-    rtcr_kobj_t *caller; /* calling thread (reference held by the calling function) */
-    rtcr_kobj_t *server; /* server thread (reference held by the calling function) */
-    rtcr_kobj_t *gate;   /* gate invoked (reference held by the calling function) */
-    unsigned slot;       /* slot of the gate capability in the caller's task */
-    uint64_t label;      /* label delivered to the server */
+    rtcr_kobj_t *caller;   /* calling thread (reference held by the calling function) */
+    rtcr_kobj_t *server;   /* server thread (reference held by the calling function) */
+    rtcr_kobj_t *gate;     /* gate invoked (reference held by the calling function) */
+    unsigned slot;         /* slot of the gate capability in the caller's task */
+    uint64_t label;        /* label delivered to the server */
     enum call_state state; /* progress */
     int result;            /* when done: 0 or -errno */
     rtcr_msg_t msg;        /* the request, replaced by the reply */
@@ -81,33 +81,33 @@ enum wait_kind {
 };
 
 struct task_body {
-    struct rtcr_cap **slots;                 /* RTCR_CAP_SLOTS entries, NULL = empty */
-    unsigned used;                           /* occupied slots */
-    rtcr_kobj_t *area[RTCR_THREAD_MAX];      /* bound thread per index (borrowed) */
-    rtcr_kobj_t *threads;                    /* threads created in the task (borrowed list) */
+    struct rtcr_cap **slots;            /* RTCR_CAP_SLOTS entries, NULL = empty */
+    unsigned used;                      /* occupied slots */
+    rtcr_kobj_t *area[RTCR_THREAD_MAX]; /* bound thread per index (borrowed) */
+    rtcr_kobj_t *threads;               /* threads created in the task (borrowed list) */
 };
 
 struct thread_body {
-    rtcr_kobj_t *task;               /* task the thread runs in (counted) */
-    rtcr_kobj_t *tnext;              /* next thread of the same task */
-    rtcr_kobj_t *tprev;              /* previous thread of the same task */
-    int index;                       /* thread-area index, -1 if unbound */
+    rtcr_kobj_t *task;                            /* task the thread runs in (counted) */
+    rtcr_kobj_t *tnext;                           /* next thread of the same task */
+    rtcr_kobj_t *tprev;                           /* previous thread of the same task */
+    int index;                                    /* thread-area index, -1 if unbound */
     rtcr_kobj_t *area_obj[RTCR_THREAD_AREA_SLOT]; /* gate, pager, irq (counted) */
-    unsigned rcv_base;               /* receive window: first slot */
-    unsigned rcv_count;              /* receive window: number of slots */
-    rtcr_ipc_handler_fn handler;     /* synchronous server handler, NULL = blocking model */
-    void *handler_ctx;               /* handler argument */
-    pthread_cond_t cond;             /* wakes whoever blocks on behalf of this thread */
-    enum wait_kind wait;             /* what the thread is blocked in */
-    rtcr_kobj_t *wait_irq;           /* WAIT_IRQ: the IRQ waited for */
-    bool cancel_pending;             /* a cancel arrived: the current or next wait ends -EINTR */
-    rtcr_kobj_t *woken_irq;          /* an IRQ delivered to the waiting thread (counted) */
-    uint64_t woken_label;            /* its attach label */
-    struct call *queue_head;         /* calls waiting for this thread (server side) */
-    struct call *queue_tail;         /* last queued call */
-    struct call *serving;            /* call received, reply pending */
-    struct call *calling;            /* the thread's own blocking call in flight */
-    rtcr_kobj_t *irqs;               /* IRQs attached to this thread (borrowed list) */
+    unsigned rcv_base;                            /* receive window: first slot */
+    unsigned rcv_count;                           /* receive window: number of slots */
+    rtcr_ipc_handler_fn handler; /* synchronous server handler, NULL = blocking model */
+    void *handler_ctx;           /* handler argument */
+    pthread_cond_t cond;         /* wakes whoever blocks on behalf of this thread */
+    enum wait_kind wait;         /* what the thread is blocked in */
+    rtcr_kobj_t *wait_irq;       /* WAIT_IRQ: the IRQ waited for */
+    bool cancel_pending;         /* a cancel arrived: the current or next wait ends -EINTR */
+    rtcr_kobj_t *woken_irq;      /* an IRQ delivered to the waiting thread (counted) */
+    uint64_t woken_label;        /* its attach label */
+    struct call *queue_head;     /* calls waiting for this thread (server side) */
+    struct call *queue_tail;     /* last queued call */
+    struct call *serving;        /* call received, reply pending */
+    struct call *calling;        /* the thread's own blocking call in flight */
+    rtcr_kobj_t *irqs;           /* IRQs attached to this thread (borrowed list) */
 };
 
 struct gate_body {
@@ -117,17 +117,17 @@ struct gate_body {
 };
 
 struct irq_body {
-    rtcr_kobj_t *thread;  /* attached thread (counted) */
-    rtcr_kobj_t *anext;   /* next IRQ attached to the same thread */
-    rtcr_kobj_t *aprev;   /* previous IRQ attached to the same thread */
-    uint64_t label;       /* attach label */
-    bool pending;         /* latched trigger */
-    bool masked;          /* delivered, not yet unmasked */
-    bool delivering;      /* a handler delivery loop runs for this IRQ */
-    uint64_t triggers;    /* triggers seen (statistics) */
-    rtcr_kobj_t *master;  /* chained to this master (borrowed) */
-    rtcr_kobj_t *slaves;  /* first slave (counted) */
-    rtcr_kobj_t *snext;   /* next slave of the same master */
+    rtcr_kobj_t *thread; /* attached thread (counted) */
+    rtcr_kobj_t *anext;  /* next IRQ attached to the same thread */
+    rtcr_kobj_t *aprev;  /* previous IRQ attached to the same thread */
+    uint64_t label;      /* attach label */
+    bool pending;        /* latched trigger */
+    bool masked;         /* delivered, not yet unmasked */
+    bool delivering;     /* a handler delivery loop runs for this IRQ */
+    uint64_t triggers;   /* triggers seen (statistics) */
+    rtcr_kobj_t *master; /* chained to this master (borrowed) */
+    rtcr_kobj_t *slaves; /* first slave (counted) */
+    rtcr_kobj_t *snext;  /* next slave of the same master */
 };
 
 struct rtcr_kobj {
@@ -151,16 +151,16 @@ struct rtcr_kobj {
 };
 
 struct rtcr_kernel {
-    pthread_mutex_t lock;       /* the kernel lock */
-    rtcr_kobj_t *objects;       /* every object not yet freed */
-    rtcr_kobj_t *reap;          /* objects whose count reached zero */
-    uint64_t next_id;           /* next object id */
-    struct badge_alloc badges;  /* badge allocator */
+    pthread_mutex_t lock;      /* the kernel lock */
+    rtcr_kobj_t *objects;      /* every object not yet freed */
+    rtcr_kobj_t *reap;         /* objects whose count reached zero */
+    uint64_t next_id;          /* next object id */
+    struct badge_alloc badges; /* badge allocator */
 };
 
 /* ---- rtcr_kernel.c ---- */
 rtcr_kobj_t *obj_alloc(rtcr_kernel_t *k, enum rtcr_kobj_type type); /* unlinked, refs 1 */
-void obj_link(rtcr_kobj_t *o);         /* make it live: id, kernel list */
+void obj_link(rtcr_kobj_t *o);          /* make it live: id, kernel list */
 void obj_free_unlinked(rtcr_kobj_t *o); /* undo obj_alloc */
 void klock(rtcr_kernel_t *k);
 void kreap(rtcr_kernel_t *k);   /* free what lost its last reference; lock held */
@@ -194,17 +194,16 @@ void thread_unbind(rtcr_kobj_t *thread);
 
 /* A prepared capability transfer (validated, memory reserved; commit cannot fail). */
 struct xfer {
-    unsigned n;                          /* items */
-    unsigned words;                      /* message words before the items */
-    struct rtcr_cap *src[MAX_ITEMS];     /* source capabilities */
-    unsigned rights[MAX_ITEMS];          /* rights to deliver */
-    bool grant[MAX_ITEMS];               /* move instead of copy */
-    struct rtcr_cap *node[MAX_ITEMS];    /* preallocated nodes for copies */
+    unsigned n;                       /* items */
+    unsigned words;                   /* message words before the items */
+    struct rtcr_cap *src[MAX_ITEMS];  /* source capabilities */
+    unsigned rights[MAX_ITEMS];       /* rights to deliver */
+    bool grant[MAX_ITEMS];            /* move instead of copy */
+    struct rtcr_cap *node[MAX_ITEMS]; /* preallocated nodes for copies */
 };
 /* Validate the items of msg (sent from src_task's slots) against a window of rcv_count slots:
  * -EMSGSIZE, -EBADMSG, -ERANGE, -ENOENT, -EIDRM, -EPERM, -ENOMEM. */
-int xfer_prepare(rtcr_kobj_t *src_task, const rtcr_msg_t *msg, unsigned rcv_count,
-                 struct xfer *x);
+int xfer_prepare(rtcr_kobj_t *src_task, const rtcr_msg_t *msg, unsigned rcv_count, struct xfer *x);
 /* Map the items into dst_task's window at rcv_base and rewrite out's fpage words. */
 void xfer_commit(struct xfer *x, rtcr_kobj_t *dst_task, unsigned rcv_base, rtcr_msg_t *out);
 void xfer_abort(struct xfer *x);

@@ -165,8 +165,7 @@ bool rtcr_badge_is_used(rtcr_kernel_t *k, rtcr_badge_t badge)
     if (!k)
         return false;
     klock(k);
-    bool used = badge_check(&k->badges, badge) == 0 &&
-                id_used(&k->badges, badge / RTCR_BADGE_STEP);
+    bool used = badge_check(&k->badges, badge) == 0 && id_used(&k->badges, badge / RTCR_BADGE_STEP);
     kunlock(k);
     return used;
 }

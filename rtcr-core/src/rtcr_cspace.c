@@ -325,9 +325,8 @@ void thread_unbind(rtcr_kobj_t *th)
     rtcr_kobj_t *task = b->task;
     for (unsigned off = 0; off < RTCR_THREAD_AREA_SLOT; off++) {
         rtcr_kobj_t *o = b->area_obj[off];
-        struct rtcr_cap *c = task->u.task.slots
-                                 ? task->u.task.slots[RTCR_THREAD_SLOT(b->index, off)]
-                                 : NULL;
+        struct rtcr_cap *c =
+            task->u.task.slots ? task->u.task.slots[RTCR_THREAD_SLOT(b->index, off)] : NULL;
         if (c && c->obj == o)
             cap_revoke(c);
         if (!o->deleted)
@@ -571,8 +570,7 @@ void msg_copy(rtcr_msg_t *dst, const rtcr_msg_t *src)
     *dst = tmp;
 }
 
-int xfer_prepare(rtcr_kobj_t *src_task, const rtcr_msg_t *msg, unsigned rcv_count,
-                 struct xfer *x)
+int xfer_prepare(rtcr_kobj_t *src_task, const rtcr_msg_t *msg, unsigned rcv_count, struct xfer *x)
 {
     int r = msg_check_size(msg);
     if (r < 0)

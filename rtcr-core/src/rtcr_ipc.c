@@ -31,7 +31,8 @@ bool deadline_make(uint64_t timeout_usec, struct timespec *ret_deadline)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     uint64_t ns = (uint64_t)now.tv_nsec + (timeout_usec % 1000000u) * 1000u;
-    ret_deadline->tv_sec = now.tv_sec + (time_t)(timeout_usec / 1000000u) + (time_t)(ns / 1000000000u);
+    ret_deadline->tv_sec =
+        now.tv_sec + (time_t)(timeout_usec / 1000000u) + (time_t)(ns / 1000000000u);
     ret_deadline->tv_nsec = (long)(ns % 1000000000u);
     return true;
 }
@@ -129,8 +130,7 @@ void gate_fail_calls(rtcr_kobj_t *gate, int err)
 
 /* ---- configuration ---------------------------------------------------------------------- */
 
-int rtcr_thread_set_rcv_window(rtcr_kernel_t *k, rtcr_kobj_t *thread, unsigned base,
-                               unsigned count)
+int rtcr_thread_set_rcv_window(rtcr_kernel_t *k, rtcr_kobj_t *thread, unsigned base, unsigned count)
 {
     if (!k || !thread)
         return -EINVAL;
@@ -187,8 +187,7 @@ int rtcr_thread_cancel_wait(rtcr_kernel_t *k, rtcr_kobj_t *thread)
 /* ---- call ------------------------------------------------------------------------------- */
 
 /* the handler model: lock held on entry and on return; dropped around fn */
-static int call_handler(rtcr_kobj_t *caller, rtcr_kobj_t *server, uint64_t label,
-                        rtcr_msg_t *msg)
+static int call_handler(rtcr_kobj_t *caller, rtcr_kobj_t *server, uint64_t label, rtcr_msg_t *msg)
 {
     rtcr_kernel_t *k = caller->k;
     struct xfer x;

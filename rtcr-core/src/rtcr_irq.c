@@ -103,8 +103,8 @@ static void handler_loop(rtcr_kobj_t *irq)
     i->delivering = true;
     obj_get(irq);
     obj_get(th);
-    while (!irq->deleted && i->thread == th && !th->deleted && th->u.thread.handler &&
-           i->pending && !i->masked) {
+    while (!irq->deleted && i->thread == th && !th->deleted && th->u.thread.handler && i->pending &&
+           !i->masked) {
         irq_consume(irq);
         rtcr_ipc_handler_fn fn = th->u.thread.handler;
         void *ctx = th->u.thread.handler_ctx;
@@ -241,8 +241,7 @@ int rtcr_irq_unmask(rtcr_kernel_t *k, rtcr_kobj_t *irq)
     return r;
 }
 
-int rtcr_irq_receive(rtcr_kernel_t *k, rtcr_kobj_t *irq, rtcr_kobj_t *thread,
-                     uint64_t timeout_usec)
+int rtcr_irq_receive(rtcr_kernel_t *k, rtcr_kobj_t *irq, rtcr_kobj_t *thread, uint64_t timeout_usec)
 {
     if (!k || !irq || !thread)
         return -EINVAL;
