@@ -1,0 +1,463 @@
+/* test_ckpt.c — checkpoint and restore of real target processes through the ECU runtime:
+ * continuity of brake's counters across kill + restore, cap-space equality (slots and types;
+ * only badges differ), restore into a badge namespace that already holds the old badges,
+ * a 100-epoch chain against its compaction, corrupt / truncated / foreign images, quota,
+ * restore on another ECU, and a target that does not quiesce. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <rtcr/ecu.h>
+#include <rtcr/image.h>
+
+#include "../lib/target_util.h"
+
+/* ---- fixture: an ECU, a brake target, and a thread firing IRQ line 5 every 5 ms ---------- */
+
+struct fx {
+    rtcr_ecu_t *ecu;        /* the ECU */
+    rtcr_target_t *brake;   /* brake */
+    pthread_t sensor;       /* fires line 5 */
+    volatile bool stop;     /* stops the sensor */
+    char dir[64];           /* state dir */
+};
+
+static void *sensor_main(void *p)
+{
+    struct fx *f = p;
+    while (!f->stop) {
+        rtcr_ecu_irq_fire(f->ecu, 5);
+        tu_sleep_ms(5);
+    }
+    return NULL;
+}
+
+static rtcr_ecu_t *new_ecu(const char *name)
+{
+    rtcr_ecu_params_t p = {.name = name, .ram_total = 1u << 30, .log_lines = 1000};
+    rtcr_ecu_t *ecu = NULL;
+    assert_int_equal(rtcr_ecu_new(&p, &ecu), 0);
+    return ecu;
+}
+
+static rtcr_target_t *add(rtcr_ecu_t *ecu, const char *name, const char *binary, size_t quota,
+                          const char *dir)
+{
+    rtcr_target_spec_t spec = {
+        .name = name, .binary = binary, .ram_quota = quota, .cap_limit = 512};
+    rtcr_target_t *t = NULL;
+    assert_int_equal(rtcr_ecu_add_target(ecu, &spec, &t), 0);
+    rtcr_ckpt_params_t cp = {.dirty_mode = -1,
+                             .granularity = 4096,
+                             .quiesce_timeout_usec = 500000,
+                             .state_dir = dir};
+    assert_int_equal(rtcr_target_set_ckpt_params(t, &cp), 0);
+    return t;
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/rtcr-test-ckpt.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->ecu = new_ecu("ecu-a");
+    f->brake = add(f->ecu, "brake", tu_target_path("brake"), 8u << 20, f->dir);
+    assert_int_equal(rtcr_target_start(f->brake), 0);
+    assert_int_equal(pthread_create(&f->sensor, NULL, sensor_main, f), 0);
+    assert_true(tu_wait_tick(f->brake, 20, 2, 5000) >= 20);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    f->stop = true;
+    pthread_join(f->sensor, NULL);
+    rtcr_ecu_destroy(&f->ecu);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static void checkpoint_ok(rtcr_target_t *t, rtcr_epoch_stats_t *st)
+{
+    char err[512] = "";
+    rtcr_epoch_stats_t local;
+    int r = rtcr_target_checkpoint(t, st ? st : &local, err, sizeof(err));
+    if (r < 0)
+        fail_msg("checkpoint failed: %d %s", r, err);
+}
+
+static void kill_wait(struct fx *f, rtcr_target_t *t)
+{
+    assert_int_equal(rtcr_target_kill(t), 0);
+    assert_true(tu_wait_state(f->ecu, t, RTCR_TARGET_FAILED, 3000));
+}
+
+/* All tick values in the LOG, in order, never decrease: a restart from zero would. */
+struct mono {
+    long prev;      /* previous tick */
+    long drops;     /* decreases seen */
+    long n;         /* tick lines */
+};
+
+static int mono_line(void *ctx, const char *line)
+{
+    struct mono *m = ctx;
+    long tick, irq;
+    if (sscanf(line, "tick=%ld irq=%ld", &tick, &irq) == 2) {
+        if (tick < m->prev)
+            m->drops++;
+        m->prev = tick;
+        m->n++;
+    }
+    return 0;
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+static void test_continuity_and_cap_space(void **state)
+{
+    struct fx *f = *state;
+    static struct tu_caps before, after;
+    rtcr_epoch_stats_t st;
+    checkpoint_ok(f->brake, &st);
+    assert_true(st.full);
+    tu_sleep_ms(50);
+    checkpoint_ok(f->brake, &st);
+    assert_false(st.full);
+    assert_int_equal(st.epoch, 2);
+    assert_true(st.pages_written >= 1); /* the heap page with the counters */
+    assert_int_equal(tu_caps_get(f->brake, &before), 0);
+    long tick_ckpt, irq_ckpt;
+    assert_true(tu_last_tick(f->brake, &tick_ckpt, &irq_ckpt));
+
+    kill_wait(f, f->brake);
+    char err[512];
+    int r = rtcr_target_restore(f->brake, 0, err, sizeof(err));
+    if (r < 0)
+        fail_msg("restore failed: %s", err);
+    assert_true(tu_wait_state(f->ecu, f->brake, RTCR_TARGET_RUNNING, 3000));
+
+    /* counters continue from the checkpointed values, timers and IRQs keep arriving */
+    assert_true(tu_wait_tick(f->brake, tick_ckpt + 20, irq_ckpt + 3, 5000) >= 0);
+    struct mono m = {0, 0, 0};
+    rtcr_target_foreach_log(f->brake, mono_line, &m);
+    assert_true(m.n > 4);
+    assert_int_equal(m.drops, 0);
+
+    /* the cap space: the same slots with the same types, new badges on every gate */
+    assert_int_equal(tu_caps_get(f->brake, &after), 0);
+    assert_int_equal(before.n, after.n);
+    unsigned gates = 0;
+    for (unsigned i = 0; i < before.n; i++) {
+        assert_int_equal(before.slot[i], after.slot[i]);
+        assert_int_equal(before.type[i], after.type[i]);
+        if (before.type[i] == RTCR_KOBJ_GATE) {
+            assert_int_not_equal(after.badge[i], 0);
+            assert_int_not_equal(before.badge[i], after.badge[i]);
+            gates++;
+        }
+    }
+    /* nothing missing: both entrypoints' gates and lock IRQs, both signal sources */
+    for (unsigned ep = 0; ep < 2; ep++) {
+        assert_int_equal(tu_caps_type_at(&after, RTCR_THREAD_SLOT(ep, RTCR_THREAD_GATE_OFF)),
+                         RTCR_KOBJ_GATE);
+        assert_int_equal(tu_caps_type_at(&after, RTCR_THREAD_SLOT(ep, RTCR_THREAD_IRQ_OFF)),
+                         RTCR_KOBJ_IRQ);
+    }
+    unsigned irqs = 0;
+    for (unsigned i = 0; i < after.n; i++)
+        irqs += after.slot[i] >= RTCR_USER_BASE_CAP && after.type[i] == RTCR_KOBJ_IRQ;
+    assert_int_equal(irqs, 2);
+    assert_true(gates >= 12);
+}
+
+static void test_badge_collision(void **state)
+{
+    struct fx *f = *state;
+    static struct tu_caps before, after;
+    rtcr_kernel_t *k = rtcr_ecu_kernel(f->ecu);
+    checkpoint_ok(f->brake, NULL);
+    assert_int_equal(tu_caps_get(f->brake, &before), 0);
+    kill_wait(f, f->brake);
+    /* other components of this ECU now hold every badge the target had */
+    unsigned reserved = 0;
+    for (unsigned i = 0; i < before.n; i++)
+        if (before.badge[i] && rtcr_badge_reserve(k, before.badge[i]) == 0)
+            reserved++;
+    assert_true(reserved >= 12);
+    char err[512];
+    int r = rtcr_target_restore(f->brake, 0, err, sizeof(err));
+    if (r < 0)
+        fail_msg("restore failed: %s", err);
+    assert_true(tu_wait_state(f->ecu, f->brake, RTCR_TARGET_RUNNING, 3000));
+    assert_int_equal(tu_caps_get(f->brake, &after), 0);
+    for (unsigned i = 0; i < after.n; i++)
+        for (unsigned j = 0; j < before.n && after.badge[i]; j++)
+            assert_int_not_equal(after.badge[i], before.badge[j]);
+    long tick, irq;
+    assert_true(tu_last_tick(f->brake, &tick, &irq));
+    assert_true(tu_wait_tick(f->brake, tick + 10, irq + 1, 5000) >= 0);
+    for (unsigned i = 0; i < before.n; i++)
+        if (before.badge[i])
+            rtcr_badge_free(k, before.badge[i]);
+}
+
+static bool memstates_equal(const rtcr_memstate_t *a, const rtcr_memstate_t *b)
+{
+    if (rtcr_memstate_count(a) != rtcr_memstate_count(b))
+        return false;
+    for (size_t i = 0; i < rtcr_memstate_count(a); i++) {
+        uint32_t badge;
+        uint64_t size, size_b;
+        const uint8_t *da, *db;
+        if (rtcr_memstate_get(a, i, &badge, &size, &da) < 0)
+            return false;
+        db = rtcr_memstate_find(b, badge, &size_b);
+        if (!db || size != size_b || memcmp(da, db, size) != 0)
+            return false;
+    }
+    return true;
+}
+
+static void test_chain_of_100_equals_compacted(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < 100; i++) {
+        checkpoint_ok(f->brake, NULL);
+        tu_sleep_ms(3);
+    }
+    const rtcr_image_t *img = rtcr_target_image(f->brake);
+    assert_int_equal(rtcr_image_count(img), 100);
+    assert_int_equal(rtcr_image_last(img), 100);
+    rtcr_image_err_t ierr;
+    rtcr_memstate_t *chain = NULL, *compacted = NULL;
+    assert_int_equal(rtcr_image_materialize(img, 100, &ierr, &chain), 0);
+
+    /* the same chain from the files, compacted into one full epoch */
+    rtcr_image_t *copy = NULL;
+    assert_int_equal(rtcr_image_load_dir(f->dir, "brake", NULL, &ierr, &copy), 0);
+    assert_int_equal(rtcr_image_count(copy), 100);
+    assert_int_equal(rtcr_image_compact(copy, 100, &ierr, NULL), 0);
+    assert_int_equal(rtcr_image_count(copy), 1);
+    assert_int_equal(rtcr_image_materialize(copy, 100, &ierr, &compacted), 0);
+    assert_true(memstates_equal(chain, compacted));
+    rtcr_memstate_destroy(&chain);
+    rtcr_memstate_destroy(&compacted);
+
+    /* and the target continues from the compacted image as from the chain */
+    long tick, irq;
+    kill_wait(f, f->brake);
+    assert_true(tu_last_tick(f->brake, &tick, &irq));
+    assert_int_equal(rtcr_target_adopt_image(f->brake, &copy), 0);
+    assert_null(copy);
+    char err[512];
+    int r = rtcr_target_restore(f->brake, 0, err, sizeof(err));
+    if (r < 0)
+        fail_msg("restore from compacted image failed: %s", err);
+    assert_true(tu_wait_tick(f->brake, tick + 10, irq + 1, 5000) >= 0);
+    struct mono m = {0, 0, 0};
+    rtcr_target_foreach_log(f->brake, mono_line, &m);
+    assert_int_equal(m.drops, 0);
+}
+
+static void corrupt_file(const char *dir, uint64_t epoch, bool truncate_it)
+{
+    char path[512];
+    assert_int_equal(rtcr_image_epoch_path(dir, "brake", epoch, path, sizeof(path)), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    if (truncate_it) {
+        assert_int_equal(truncate(path, st.st_size / 2), 0);
+        return;
+    }
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char c;
+    off_t at = st.st_size - 100; /* inside the page data */
+    assert_int_equal(pread(fd, &c, 1, at), 1);
+    c ^= 0x5a;
+    assert_int_equal(pwrite(fd, &c, 1, at), 1);
+    close(fd);
+}
+
+static void test_corrupt_truncated_foreign_images(void **state)
+{
+    struct fx *f = *state;
+    char err[512];
+    for (int i = 0; i < 4; i++) {
+        checkpoint_ok(f->brake, NULL);
+        tu_sleep_ms(20);
+    }
+    kill_wait(f, f->brake);
+
+    /* a corrupt newest epoch: the good prefix 1..3 is used, the error names epoch 4 */
+    corrupt_file(f->dir, 4, false);
+    assert_int_equal(rtcr_target_load_image(f->brake, err, sizeof(err)), 1);
+    assert_non_null(strstr(err, "4"));
+    assert_int_equal(rtcr_image_last(rtcr_target_image(f->brake)), 3);
+    assert_int_equal(rtcr_target_restore(f->brake, 4, err, sizeof(err)), -ENOENT);
+    assert_int_equal(rtcr_target_pid(f->brake), 0);
+    assert_int_equal(rtcr_target_restore(f->brake, 0, err, sizeof(err)), 0);
+    assert_true(tu_wait_state(f->ecu, f->brake, RTCR_TARGET_RUNNING, 3000));
+    kill_wait(f, f->brake);
+
+    /* a truncated epoch 2: only epoch 1 is left */
+    corrupt_file(f->dir, 2, true);
+    assert_int_equal(rtcr_target_load_image(f->brake, err, sizeof(err)), 1);
+    assert_int_equal(rtcr_image_last(rtcr_target_image(f->brake)), 1);
+
+    /* another ECU with a different binary under the same name: refused by build id; one with
+     * too little RAM: refused by quota; nothing half-restored runs, the image stays */
+    rtcr_ecu_t *b = new_ecu("ecu-b");
+    rtcr_target_t *foreign = add(b, "brake", tu_target_path("logger"), 8u << 20, f->dir);
+    assert_true(rtcr_target_load_image(foreign, err, sizeof(err)) >= 0);
+    int r = rtcr_target_restore(foreign, 0, err, sizeof(err));
+    assert_int_equal(r, -EXDEV);
+    assert_non_null(strstr(err, "build id"));
+    assert_non_null(strstr(err, "epoch 1"));
+    assert_int_equal(rtcr_target_pid(foreign), 0);
+    assert_int_equal(rtcr_image_count(rtcr_target_image(foreign)), 1);
+
+    rtcr_target_t *small = add(b, "brake2", tu_target_path("brake"), 64u << 10, f->dir);
+    rtcr_image_t *img = NULL;
+    rtcr_image_err_t ierr;
+    assert_true(rtcr_image_load_dir(f->dir, "brake", NULL, &ierr, &img) >= 0);
+    assert_int_equal(rtcr_target_adopt_image(small, &img), -EINVAL); /* another name */
+    rtcr_image_destroy(&img);
+    rtcr_ecu_destroy(&b);
+
+    /* the base itself corrupt: nothing to restore from */
+    corrupt_file(f->dir, 1, false);
+    r = rtcr_target_load_image(f->brake, err, sizeof(err));
+    assert_true(r < 0);
+    assert_int_equal(rtcr_target_state(f->brake), RTCR_TARGET_FAILED);
+}
+
+static void test_restore_on_another_ecu(void **state)
+{
+    struct fx *f = *state;
+    char err[512];
+    checkpoint_ok(f->brake, NULL);
+    tu_sleep_ms(30);
+    checkpoint_ok(f->brake, NULL);
+    long tick, irq;
+    assert_true(tu_last_tick(f->brake, &tick, &irq));
+    kill_wait(f, f->brake);
+
+    rtcr_ecu_t *b = new_ecu("ecu-b");
+    rtcr_target_t *t = add(b, "brake", tu_target_path("brake"), 8u << 20, f->dir);
+    assert_int_equal(rtcr_target_load_image(t, err, sizeof(err)), 0);
+    int r = rtcr_target_restore(t, 0, err, sizeof(err));
+    if (r < 0)
+        fail_msg("restore on ecu-b failed: %s", err);
+    assert_true(tu_wait_state(b, t, RTCR_TARGET_RUNNING, 3000));
+    for (int i = 0; i < 200 && tu_wait_tick(t, tick + 1, 0, 0) < 0; i++)
+        tu_sleep_ms(10);
+    long t2, i2;
+    assert_true(tu_last_tick(t, &t2, &i2));
+    assert_true(t2 > tick);
+    assert_true(i2 >= irq); /* ecu-b has no sensor: the count stays where it was */
+
+    /* too little RAM on this ECU: refused, nothing runs */
+    rtcr_target_t *small = add(b, "brake-small", tu_target_path("brake"), 64u << 10, NULL);
+    rtcr_image_t *img = NULL;
+    rtcr_image_err_t ierr;
+    assert_int_equal(rtcr_image_load_dir(f->dir, "brake", NULL, &ierr, &img), 0);
+    (void)small;
+    rtcr_image_destroy(&img);
+    rtcr_ecu_t *c = new_ecu("ecu-c");
+    rtcr_target_t *tiny = add(c, "brake", tu_target_path("brake"), 64u << 10, f->dir);
+    assert_int_equal(rtcr_target_load_image(tiny, err, sizeof(err)), 0);
+    assert_int_equal(rtcr_target_restore(tiny, 0, err, sizeof(err)), -EDQUOT);
+    assert_non_null(strstr(err, "quota"));
+    assert_int_equal(rtcr_target_pid(tiny), 0);
+    rtcr_ecu_destroy(&c);
+    rtcr_ecu_destroy(&b);
+}
+
+struct spin_count {
+    int spin; /* "spinning" lines */
+    int idle; /* "idle" lines */
+};
+
+static int count_spin(void *ctx, const char *line)
+{
+    struct spin_count *c = ctx;
+    c->spin += strstr(line, "spinning") != NULL;
+    c->idle += strstr(line, "idle") != NULL;
+    return 0;
+}
+
+static void test_quiesce_timeout(void **state)
+{
+    (void)state;
+    rtcr_ecu_t *ecu = new_ecu("ecu-q");
+    rtcr_target_t *t = add(ecu, "spinner", tu_target_path("spinner"), 4u << 20, NULL);
+    rtcr_ckpt_params_t cp = {.dirty_mode = -1, .granularity = 4096,
+                             .quiesce_timeout_usec = 100000};
+    assert_int_equal(rtcr_target_set_ckpt_params(t, &cp), 0);
+    assert_int_equal(rtcr_target_start(t), 0);
+    assert_true(tu_wait_state(ecu, t, RTCR_TARGET_RUNNING, 3000));
+    /* wait for a spin to start, then try */
+    bool spinning = false;
+    for (int i = 0; i < 400 && !spinning; i++) {
+        struct spin_count c = {0, 0};
+        rtcr_target_foreach_log(t, count_spin, &c);
+        spinning = c.spin > c.idle;
+        tu_sleep_ms(10);
+    }
+    assert_true(spinning);
+    char err[512] = "";
+    rtcr_epoch_stats_t st;
+    assert_int_equal(rtcr_target_checkpoint(t, &st, err, sizeof(err)), -ETIMEDOUT);
+    assert_non_null(strstr(err, "did not quiesce"));
+    assert_non_null(strstr(err, "main"));
+    assert_null(rtcr_target_image(t));
+    /* it keeps running, and once it waits again a checkpoint succeeds */
+    assert_int_equal(rtcr_target_state(t), RTCR_TARGET_RUNNING);
+    cp.quiesce_timeout_usec = 3000000;
+    assert_int_equal(rtcr_target_set_ckpt_params(t, &cp), 0);
+    assert_int_equal(rtcr_target_checkpoint(t, &st, err, sizeof(err)), 0);
+    assert_true(st.full);
+    rtcr_ecu_destroy(&ecu);
+}
+
+static void test_not_running(void **state)
+{
+    struct fx *f = *state;
+    char err[256];
+    assert_int_equal(rtcr_target_restore(f->brake, 0, err, sizeof(err)), -EBUSY);
+    assert_int_equal(rtcr_target_stop(f->brake), 0);
+    assert_int_equal(rtcr_target_checkpoint(f->brake, NULL, err, sizeof(err)), -ESRCH);
+    assert_int_equal(rtcr_target_restore(f->brake, 0, err, sizeof(err)), -ENOENT);
+    assert_non_null(strstr(err, "no image"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_continuity_and_cap_space, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_badge_collision, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chain_of_100_equals_compacted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_truncated_foreign_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_on_another_ecu, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_running, setup, teardown),
+        cmocka_unit_test(test_quiesce_timeout),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
