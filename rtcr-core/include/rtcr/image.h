@@ -335,7 +335,7 @@ void rtcr_epoch_print(const rtcr_epoch_t *e, FILE *out, bool verbose);
 /* Print a summary line per epoch of the chain, and with verbose every epoch in full. */
 void rtcr_image_print(const rtcr_image_t *img, FILE *out, bool verbose);
 
-/* Name of a section type / session type / kobj type / object role, "?" if unknown. */
+/* Name of a session type (SESSION_*) / kernel object type (KOBJ_*), "?" if unknown. */
 const char *rtcr_image_session_type_name(int type);
 const char *rtcr_image_kobj_type_name(int type);
 

@@ -1,0 +1,1470 @@
+/* test_image.c — checkpoint image format: epochs, corruption, limits, chains, files.
+ *
+ * Every test builds images with the public builder and checks them through the public reader.
+ * Random data comes from a fixed-seed xorshift generator, so failures reproduce.
+ * With RTCR_IMAGE_SEED_DIR set, test_write_seeds also writes the fuzzing seed corpus there.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <xxhash.h>
+
+#include <rtcr/image.h>
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void fill_random(uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)rnd();
+}
+
+static const uint8_t build_a[] = {0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04};
+static const uint8_t build_b[] = {0xba, 0xad, 0xf0, 0x0d};
+
+#define DS1 0x1a4u
+#define DS2 0x1b0u
+#define DS3 0x1c0u
+
+/* A stored state with every object kind; all structs live in here. */
+struct fixture {
+    RtcrImg__StoredState state;
+    RtcrImg__Session s[8], *sp[8];
+    RtcrImg__PdSession pd;
+    RtcrImg__SignalSource src, *srcp[1];
+    RtcrImg__SignalContext ctx[2], *ctxp[2];
+    RtcrImg__NativeCap nc, *ncp[1];
+    RtcrImg__CapSpaceInfo csi;
+    RtcrImg__MemRange capmap, pool;
+    RtcrImg__RegionMap pdrm, *pdrmp[1];
+    RtcrImg__Attachment pdatt, *pdattp[1];
+    RtcrImg__CpuSession cpu;
+    RtcrImg__Thread th[2], *thp[2];
+    RtcrImg__RamSession ram;
+    RtcrImg__Dataspace ds[3], *dsp[3];
+    RtcrImg__RmSession rm;
+    RtcrImg__RegionMap rmrm, *rmrmp[1];
+    RtcrImg__Attachment att[2], *attp[2];
+    RtcrImg__RomSession rom;
+    RtcrImg__LogSession log;
+    RtcrImg__TimerSession timer;
+    RtcrImg__IrqSession irq;
+    RtcrImg__CapSpace cs;
+    RtcrImg__CapEntry ce[6], *cep[6];
+    RtcrImg__ObjectRef obj[6];
+};
+
+/* fill f; the RAM session declares `n_ds` dataspaces DS1, DS2, DS3 of the given sizes */
+static void fixture_init(struct fixture *f, size_t n_ds, const uint64_t *sizes)
+{
+    static const uint32_t ds_badges[3] = {DS1, DS2, DS3};
+
+    memset(f, 0, sizeof(*f));
+    rtcr_img__stored_state__init(&f->state);
+    for (int i = 0; i < 8; i++) {
+        rtcr_img__session__init(&f->s[i]);
+        f->sp[i] = &f->s[i];
+        f->s[i].type = (RtcrImg__SessionType)(i + 1);
+        f->s[i].badge = 0x100u + 4u * (uint32_t)i;
+        f->s[i].creation_args = "ram_quota=8K, label=\"demo\"";
+        f->s[i].ram_quota = 8192u + (uint64_t)i;
+    }
+    f->s[0].bootstrapped = 1;
+    f->s[2].upgrade_args = "ram_quota=4096";
+
+    rtcr_img__pd_session__init(&f->pd);
+    rtcr_img__signal_source__init(&f->src);
+    f->src.badge = 0x200;
+    f->srcp[0] = &f->src;
+    for (int i = 0; i < 2; i++) {
+        rtcr_img__signal_context__init(&f->ctx[i]);
+        f->ctx[i].badge = 0x204u + 4u * (uint32_t)i;
+        f->ctx[i].source_badge = 0x200;
+        f->ctx[i].imprint = 0xabcdef0123456789ull + (uint64_t)i;
+        f->ctx[i].pending = (uint32_t)i;
+        f->ctxp[i] = &f->ctx[i];
+    }
+    rtcr_img__native_cap__init(&f->nc);
+    f->nc.badge = 0x210;
+    f->nc.ep_thread = 1;
+    f->ncp[0] = &f->nc;
+    rtcr_img__mem_range__init(&f->capmap);
+    f->capmap.addr = 0x40000000;
+    f->capmap.size = 4096 * 8;
+    rtcr_img__mem_range__init(&f->pool);
+    f->pool.addr = 0x40010000;
+    f->pool.size = 4096;
+    rtcr_img__cap_space_info__init(&f->csi);
+    f->csi.cap_map = &f->capmap;
+    f->csi.object_pool = &f->pool;
+    rtcr_img__region_map__init(&f->pdrm);
+    f->pdrm.badge = 0x220;
+    f->pdrm.size = 1ull << 30;
+    f->pdrm.role = RTCR_IMG__REGION_MAP_ROLE__RM_ROLE_ADDRESS_SPACE;
+    rtcr_img__attachment__init(&f->pdatt);
+    f->pdatt.ds_badge = DS1;
+    f->pdatt.addr = 0x40000000;
+    f->pdatt.size = 65536;
+    f->pdatt.writable = 1;
+    f->pdattp[0] = &f->pdatt;
+    f->pdrm.n_attachments = 1;
+    f->pdrm.attachments = f->pdattp;
+    f->pdrmp[0] = &f->pdrm;
+    f->pd.n_signal_sources = 1;
+    f->pd.signal_sources = f->srcp;
+    f->pd.n_signal_contexts = 2;
+    f->pd.signal_contexts = f->ctxp;
+    f->pd.n_native_caps = 1;
+    f->pd.native_caps = f->ncp;
+    f->pd.cap_space_info = &f->csi;
+    f->pd.cap_limit = 500;
+    f->pd.n_region_maps = 1;
+    f->pd.region_maps = f->pdrmp;
+    f->s[0].state_case = RTCR_IMG__SESSION__STATE_PD;
+    f->s[0].pd = &f->pd;
+
+    rtcr_img__cpu_session__init(&f->cpu);
+    for (int i = 0; i < 2; i++) {
+        rtcr_img__thread__init(&f->th[i]);
+        f->th[i].index = (uint32_t)i;
+        f->th[i].name = i ? "ep" : "main";
+        f->th[i].is_entrypoint = i == 1;
+        f->th[i].started = 1;
+        f->th[i].gate_badge = 0x230u + 4u * (uint32_t)i;
+        f->th[i].badge = 0x240u + 4u * (uint32_t)i;
+        f->thp[i] = &f->th[i];
+    }
+    f->cpu.n_threads = 2;
+    f->cpu.threads = f->thp;
+    f->cpu.sigh_badge = 0x204;
+    f->s[1].state_case = RTCR_IMG__SESSION__STATE_CPU;
+    f->s[1].cpu = &f->cpu;
+
+    rtcr_img__ram_session__init(&f->ram);
+    for (size_t i = 0; i < n_ds; i++) {
+        rtcr_img__dataspace__init(&f->ds[i]);
+        f->ds[i].badge = ds_badges[i];
+        f->ds[i].size = sizes[i];
+        f->ds[i].quota_used = sizes[i];
+        f->ds[i].timestamp = i;
+        f->dsp[i] = &f->ds[i];
+    }
+    f->ram.n_dataspaces = n_ds;
+    f->ram.dataspaces = f->dsp;
+    f->ram.quota_limit = 1 << 20;
+    f->s[2].state_case = RTCR_IMG__SESSION__STATE_RAM;
+    f->s[2].ram = &f->ram;
+
+    rtcr_img__rm_session__init(&f->rm);
+    rtcr_img__region_map__init(&f->rmrm);
+    f->rmrm.badge = 0x250;
+    f->rmrm.size = 1 << 20;
+    f->rmrm.ds_badge = 0x254;
+    f->rmrm.role = RTCR_IMG__REGION_MAP_ROLE__RM_ROLE_MANAGED;
+    for (int i = 0; i < 2; i++) {
+        rtcr_img__attachment__init(&f->att[i]);
+        f->att[i].ds_badge = DS1;
+        f->att[i].addr = 0x1000u * (uint64_t)i;
+        f->att[i].size = 4096;
+        f->att[i].offset = 4096u * (uint64_t)i;
+        f->att[i].executable = i == 0;
+        f->attp[i] = &f->att[i];
+    }
+    f->rmrm.n_attachments = 2;
+    f->rmrm.attachments = f->attp;
+    f->rmrmp[0] = &f->rmrm;
+    f->rm.n_region_maps = 1;
+    f->rm.region_maps = f->rmrmp;
+    f->s[3].state_case = RTCR_IMG__SESSION__STATE_RM;
+    f->s[3].rm = &f->rm;
+
+    rtcr_img__rom_session__init(&f->rom);
+    f->rom.module = "demo-target";
+    f->rom.ds_badge = 0x260;
+    f->s[4].state_case = RTCR_IMG__SESSION__STATE_ROM;
+    f->s[4].rom = &f->rom;
+    rtcr_img__log_session__init(&f->log);
+    f->log.label = "demo -> log";
+    f->s[5].state_case = RTCR_IMG__SESSION__STATE_LOG;
+    f->s[5].log = &f->log;
+    rtcr_img__timer_session__init(&f->timer);
+    f->timer.sigh_badge = 0x208;
+    f->timer.period_usec = 10000;
+    f->timer.remaining_usec = 4321;
+    f->timer.periodic = 1;
+    f->timer.armed = 1;
+    f->s[6].state_case = RTCR_IMG__SESSION__STATE_TIMER;
+    f->s[6].timer = &f->timer;
+    rtcr_img__irq_session__init(&f->irq);
+    f->irq.line = 7;
+    f->irq.sigh_badge = 0x204;
+    f->irq.ack_state = RTCR_IMG__IRQ_ACK_STATE__IRQ_WAITING_FOR_ACK;
+    f->irq.pending = 1;
+    f->s[7].state_case = RTCR_IMG__SESSION__STATE_IRQ;
+    f->s[7].irq = &f->irq;
+
+    f->state.n_sessions = 8;
+    f->state.sessions = f->sp;
+
+    static const struct {
+        uint32_t slot, type, role, badge, thread;
+    } caps[6] = {
+        {1, RTCR_IMG__KOBJ_TYPE__KOBJ_TASK, RTCR_IMG__OBJ_ROLE__ROLE_TASK, 0, 0},
+        {8, RTCR_IMG__KOBJ_TYPE__KOBJ_GATE, RTCR_IMG__OBJ_ROLE__ROLE_PARENT, 0, 0},
+        {9, RTCR_IMG__KOBJ_TYPE__KOBJ_GATE, RTCR_IMG__OBJ_ROLE__ROLE_THREAD_GATE, 0, 0},
+        {14, RTCR_IMG__KOBJ_TYPE__KOBJ_IRQ, RTCR_IMG__OBJ_ROLE__ROLE_THREAD_IRQ, 0, 1},
+        {0x200, RTCR_IMG__KOBJ_TYPE__KOBJ_GATE, RTCR_IMG__OBJ_ROLE__ROLE_RPC_OBJECT, 0x210, 0},
+        {0x201, RTCR_IMG__KOBJ_TYPE__KOBJ_IRQ, RTCR_IMG__OBJ_ROLE__ROLE_SIGNAL_SOURCE, 0x200, 0},
+    };
+    rtcr_img__cap_space__init(&f->cs);
+    for (int i = 0; i < 6; i++) {
+        rtcr_img__cap_entry__init(&f->ce[i]);
+        rtcr_img__object_ref__init(&f->obj[i]);
+        f->ce[i].slot = caps[i].slot;
+        f->ce[i].type = (RtcrImg__KobjType)caps[i].type;
+        f->ce[i].rights = 0x7;
+        f->obj[i].role = (RtcrImg__ObjRole)caps[i].role;
+        f->obj[i].badge = caps[i].badge;
+        f->obj[i].thread_index = caps[i].thread;
+        f->ce[i].object = &f->obj[i];
+        f->cep[i] = &f->ce[i];
+    }
+    f->cs.n_entries = 6;
+    f->cs.entries = f->cep;
+    f->state.cap_space = &f->cs;
+}
+
+static rtcr_epoch_info_t info_for(const char *target, uint64_t epoch, uint64_t parent)
+{
+    static const rtcr_image_build_id_t libs[1] = {{"libc.so.6", build_b, sizeof(build_b)}};
+
+    return (rtcr_epoch_info_t){.target = target,
+                               .epoch = epoch,
+                               .parent = parent,
+                               .created_usec = 1700000000000000ull + epoch,
+                               .source_ecu = "ecu-a",
+                               .build_id = build_a,
+                               .build_id_len = sizeof(build_a),
+                               .libs = libs,
+                               .n_libs = 1,
+                               .granularity = 4096,
+                               .agent_incarnation = 3,
+                               .tracking_mode = "uffd-wp",
+                               .pages_scanned = 100 + epoch,
+                               .freeze_usec = 250};
+}
+
+/* a small valid epoch: full metadata, a compressible run, a random run, a zero run */
+static void small_epoch(void **ret_buf, size_t *ret_len)
+{
+    static const uint64_t sizes[3] = {65536, 65536, 65536};
+    struct fixture *f = malloc(sizeof(*f));
+    rtcr_epoch_info_t info = info_for("demo", 1, 0);
+    rtcr_epoch_builder_t *b = NULL;
+    uint8_t page[4096];
+
+    assert_non_null(f);
+    fixture_init(f, 1, sizes);
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+    memset(page, 'A', sizeof(page));
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 0, page, 300), 0);
+    fill_random(page, 64);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 4096, page, 64), 0);
+    assert_int_equal(rtcr_epoch_add_zero(b, DS1, 8192, 8192), 0);
+    assert_int_equal(rtcr_epoch_finish(b, NULL, ret_buf, ret_len), 0);
+    rtcr_epoch_builder_destroy(&b);
+    free(f);
+}
+
+/* recompute the section and header hashes of a container in place (to reach deeper checks) */
+static void rehash(uint8_t *buf, size_t len)
+{
+    uint32_t n = (uint32_t)buf[12] | (uint32_t)buf[13] << 8;
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *e = buf + 32 + 32 * i;
+        uint64_t off = 0, sl = 0, h;
+        for (int k = 7; k >= 0; k--) {
+            off = off << 8 | e[8 + k];
+            sl = sl << 8 | e[16 + k];
+        }
+        assert_true(off + sl <= len);
+        h = XXH3_64bits(buf + off, sl);
+        for (int k = 0; k < 8; k++)
+            e[24 + k] = (uint8_t)(h >> (8 * k));
+    }
+    uint64_t h = XXH3_64bits_withSeed(buf + 32, 32 * n, XXH3_64bits(buf, 24));
+    for (int k = 0; k < 8; k++)
+        buf[24 + k] = (uint8_t)(h >> (8 * k));
+}
+
+/* offset of section `type` in buf */
+static size_t section_off(const uint8_t *buf, uint32_t type, size_t *ret_len)
+{
+    uint32_t n = (uint32_t)buf[12];
+
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *e = buf + 32 + 32 * i;
+        uint64_t off = 0, sl = 0;
+        if (e[0] != type)
+            continue;
+        for (int k = 7; k >= 0; k--) {
+            off = off << 8 | e[8 + k];
+            sl = sl << 8 | e[16 + k];
+        }
+        *ret_len = sl;
+        return off;
+    }
+    fail_msg("no section %u", type);
+    return 0;
+}
+
+struct collect {
+    uint8_t *mem;  /* reconstruction of one dataspace */
+    size_t size;   /* its size */
+    uint32_t ds;   /* the dataspace collected */
+    int zero_runs; /* zero runs seen */
+    int frames;    /* data frames seen */
+};
+
+static int collect_fn(void *opaque, uint32_t ds, uint64_t offset, const void *data, size_t len)
+{
+    struct collect *c = opaque;
+
+    if (ds != c->ds)
+        return 0;
+    if (offset + len > c->size)
+        return -ERANGE;
+    if (data) {
+        memcpy(c->mem + offset, data, len);
+        c->frames++;
+    } else {
+        memset(c->mem + offset, 0, len);
+        c->zero_runs++;
+    }
+    return 0;
+}
+
+static size_t packed(const RtcrImg__StoredState *s, uint8_t **ret)
+{
+    size_t n = rtcr_img__stored_state__get_packed_size(s);
+
+    *ret = malloc(n ? n : 1);
+    assert_non_null(*ret);
+    rtcr_img__stored_state__pack(s, *ret);
+    return n;
+}
+
+/* ---- epochs ------------------------------------------------------------------------------- */
+
+static void test_roundtrip_all_kinds(void **state)
+{
+    static const uint64_t sizes[3] = {65536, 8192, 4096};
+    struct fixture *f = malloc(sizeof(*f));
+    rtcr_epoch_info_t info = info_for("demo", 7, 6);
+    rtcr_epoch_builder_t *b = NULL;
+    rtcr_epoch_t *e = NULL;
+    rtcr_image_err_t err;
+    void *buf;
+    size_t len, n1, n2;
+    uint8_t *p1, *p2;
+    (void)state;
+
+    assert_non_null(f);
+    fixture_init(f, 3, sizes);
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+    assert_int_equal(rtcr_epoch_finish(b, &err, &buf, &len), 0);
+    assert_memory_equal(buf, RTCR_IMAGE_MAGIC, 8);
+    assert_int_equal(rtcr_epoch_parse(buf, len, NULL, &err, &e), 0);
+
+    const RtcrImg__EpochHeader *h = rtcr_epoch_header(e);
+    assert_string_equal(h->target, "demo");
+    assert_int_equal(h->epoch, 7);
+    assert_int_equal(h->parent, 6);
+    assert_int_equal(h->kind, RTCR_IMG__EPOCH_KIND__EPOCH_INCREMENTAL);
+    assert_false(rtcr_epoch_is_full(e));
+    assert_int_equal(h->created_usec, 1700000000000007ull);
+    assert_string_equal(h->source_ecu, "ecu-a");
+    assert_int_equal(h->build_id.len, sizeof(build_a));
+    assert_memory_equal(h->build_id.data, build_a, sizeof(build_a));
+    assert_int_equal(h->n_libraries, 1);
+    assert_string_equal(h->libraries[0]->name, "libc.so.6");
+    assert_memory_equal(h->libraries[0]->id.data, build_b, sizeof(build_b));
+    assert_int_equal(h->granularity, 4096);
+    assert_int_equal(h->agent_incarnation, 3);
+    assert_string_equal(h->tracking_mode, "uffd-wp");
+    assert_non_null(h->stats);
+    assert_int_equal(h->stats->pages_scanned, 107);
+    assert_int_equal(h->stats->freeze_usec, 250);
+
+    /* the state survives byte for byte, and spot checks per kind */
+    n1 = packed(&f->state, &p1);
+    n2 = packed(rtcr_epoch_state(e), &p2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(p1, p2, n1);
+    free(p1);
+    free(p2);
+    const RtcrImg__StoredState *s = rtcr_epoch_state(e);
+    assert_int_equal(s->n_sessions, 8);
+    assert_int_equal(s->sessions[0]->pd->signal_contexts[1]->imprint, 0xabcdef012345678aull);
+    assert_int_equal(s->sessions[0]->pd->cap_space_info->cap_map->addr, 0x40000000);
+    assert_string_equal(s->sessions[1]->cpu->threads[1]->name, "ep");
+    assert_true(s->sessions[1]->cpu->threads[1]->is_entrypoint);
+    assert_int_equal(s->sessions[2]->ram->dataspaces[1]->size, 8192);
+    assert_int_equal(s->sessions[3]->rm->region_maps[0]->attachments[1]->offset, 4096);
+    assert_string_equal(s->sessions[4]->rom->module, "demo-target");
+    assert_string_equal(s->sessions[5]->log->label, "demo -> log");
+    assert_int_equal(s->sessions[6]->timer->remaining_usec, 4321);
+    assert_int_equal(s->sessions[7]->irq->ack_state, RTCR_IMG__IRQ_ACK_STATE__IRQ_WAITING_FOR_ACK);
+    assert_int_equal(s->cap_space->entries[3]->object->role, RTCR_IMG__OBJ_ROLE__ROLE_THREAD_IRQ);
+    assert_int_equal(s->cap_space->entries[3]->object->thread_index, 1);
+    assert_int_equal(s->cap_space->entries[5]->object->badge, 0x200);
+
+    /* the wire bytes are kept verbatim */
+    size_t blen;
+    const void *bytes = rtcr_epoch_bytes(e, &blen);
+    assert_int_equal(blen, len);
+    assert_memory_equal(bytes, buf, len);
+
+    /* the inspector shows every part */
+    char *text = NULL;
+    size_t tlen = 0;
+    FILE *out = open_memstream(&text, &tlen);
+    assert_non_null(out);
+    rtcr_epoch_print(e, out, true);
+    fclose(out);
+    assert_non_null(strstr(text, "epoch 7 of 'demo': incremental, parent 6"));
+    assert_non_null(strstr(text, "slot    9 (0x009) gate"));
+    assert_non_null(strstr(text, "thread-irq 1"));
+    assert_non_null(strstr(text, "signal-source 0x200"));
+    assert_non_null(strstr(text, "line 7 sigh 0x204 waiting-for-ack pending"));
+    assert_non_null(strstr(text, "thread 1 \"ep\""));
+    free(text);
+
+    rtcr_epoch_destroy(&e);
+    rtcr_epoch_destroy(&e);
+    assert_null(e);
+    rtcr_epoch_builder_destroy(&b);
+    assert_null(b);
+    free(buf);
+    free(f);
+}
+
+static void test_pages_random_and_zero(void **state)
+{
+    static const uint64_t sizes[3] = {256 * 1024, 8192, 4096};
+    enum { SZ = 256 * 1024 };
+    struct fixture *f = malloc(sizeof(*f));
+    rtcr_epoch_info_t info = info_for("demo", 1, 0);
+    rtcr_epoch_builder_t *b = NULL;
+    rtcr_epoch_t *e = NULL;
+    uint8_t *mem = calloc(1, SZ), *back = malloc(SZ);
+    struct collect c = {.mem = back, .size = SZ, .ds = DS1};
+    void *buf;
+    size_t len;
+    (void)state;
+
+    assert_non_null(f);
+    fixture_init(f, 3, sizes);
+    /* pages: random, zero, half-text, random ... and a tail of 100 bytes */
+    for (size_t pg = 0; pg < SZ / 4096; pg++) {
+        uint8_t *p = mem + pg * 4096;
+        switch (rnd() % 3) {
+        case 0:
+            fill_random(p, 4096);
+            break;
+        case 1:
+            break;
+        default:
+            memset(p, (int)(pg & 0xff), 2048);
+        }
+    }
+    memset(back, 0x55, SZ);
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 0, mem, SZ - 100), 0);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, SZ - 100, mem + SZ - 100, 100), 0);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS2, 0, mem, 8192), 0);
+    assert_int_equal(rtcr_epoch_finish(b, NULL, &buf, &len), 0);
+    assert_int_equal(rtcr_epoch_parse(buf, len, NULL, NULL, &e), 0);
+    assert_int_equal(rtcr_epoch_foreach_pages(e, collect_fn, &c, NULL), 0);
+    assert_memory_equal(back, mem, SZ);
+    assert_true(c.zero_runs > 0);
+    assert_true(c.frames > 0);
+    const RtcrImg__EpochStats *st = rtcr_epoch_header(e)->stats;
+    assert_true(st->pages_zero > 0);
+    assert_int_equal(st->pages_zero + st->pages_written, SZ / 4096 + 1 /* the tail */ + 2);
+    assert_true(st->bytes_stored < st->bytes_raw);
+    /* runs alternate (adjacent runs of one kind were merged) */
+    const RtcrImg__DataspacePages *dp = rtcr_epoch_page_index(e)->dataspaces[0];
+    for (size_t j = 1; j < dp->n_runs; j++) {
+        assert_int_equal(dp->runs[j]->offset, dp->runs[j - 1]->offset + dp->runs[j - 1]->length);
+        assert_true(dp->runs[j]->zero != dp->runs[j - 1]->zero);
+    }
+    rtcr_epoch_destroy(&e);
+    rtcr_epoch_builder_destroy(&b);
+    free(buf);
+    free(mem);
+    free(back);
+    free(f);
+}
+
+static void test_frames_split(void **state)
+{
+    static const uint64_t sizes[3] = {4 << 20, 65536, 4096};
+    struct fixture *f = malloc(sizeof(*f));
+    rtcr_epoch_info_t info = info_for("demo", 1, 0);
+    rtcr_epoch_builder_t *b = NULL;
+    rtcr_epoch_t *e = NULL;
+    size_t big = (2u << 20) + 1, len;
+    uint8_t *mem = malloc(big);
+    void *buf;
+    (void)state;
+
+    assert_non_null(f);
+    fixture_init(f, 2, sizes);
+    fill_random(mem, big);
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+    /* default frame size: 1 MiB + 1 MiB + 1 byte */
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 0, mem, big), 0);
+    /* 8 KiB frames: 3 * 8192 + 100, compressible content */
+    assert_int_equal(rtcr_epoch_builder_set_frame_size(b, 8192), 0);
+    assert_int_equal(rtcr_epoch_builder_set_frame_size(b, 0), -EINVAL);
+    assert_int_equal(rtcr_epoch_builder_set_frame_size(b, RTCR_IMAGE_MAX_FRAME_SIZE + 1), -EINVAL);
+    memset(mem, 'x', 3 * 8192 + 100);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS2, 0, mem, 3 * 8192 + 100), 0);
+    assert_int_equal(rtcr_epoch_finish(b, NULL, &buf, &len), 0);
+    assert_int_equal(rtcr_epoch_parse(buf, len, NULL, NULL, &e), 0);
+
+    const RtcrImg__PageIndex *idx = rtcr_epoch_page_index(e);
+    assert_int_equal(idx->n_dataspaces, 2);
+    const RtcrImg__PageRun *r1 = idx->dataspaces[0]->runs[0];
+    assert_int_equal(idx->dataspaces[0]->n_runs, 1);
+    assert_int_equal(r1->n_frame_size, 3);
+    assert_int_equal(r1->frame_size[0], 1u << 20);
+    assert_int_equal(r1->frame_size[1], 1u << 20);
+    assert_int_equal(r1->frame_size[2], 1);
+    assert_int_equal(r1->frame_stored[0], 1u << 20); /* random: stored raw */
+    const RtcrImg__PageRun *r2 = idx->dataspaces[1]->runs[0];
+    assert_int_equal(r2->n_frame_size, 4);
+    assert_int_equal(r2->frame_size[0], 8192);
+    assert_int_equal(r2->frame_size[3], 100);
+    assert_true(r2->frame_stored[0] < 8192); /* compressible: LZ4 */
+
+    /* a reader limit below the frame size refuses the epoch */
+    rtcr_image_limits_t lim;
+    rtcr_image_err_t err;
+    rtcr_epoch_t *e2 = NULL;
+    rtcr_image_limits_default(&lim);
+    lim.max_frame_size = (1u << 20) - 1;
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e2), -E2BIG);
+    assert_non_null(strstr(err.msg, "frame 0 of dataspace 0x1a4"));
+    assert_null(e2);
+    rtcr_epoch_destroy(&e);
+    rtcr_epoch_builder_destroy(&b);
+    free(buf);
+    free(mem);
+    free(f);
+}
+
+static void test_corrupt_every_byte(void **state)
+{
+    void *buf;
+    size_t len;
+    uint8_t *copy;
+    rtcr_epoch_t *e = NULL;
+    rtcr_image_limits_t lim;
+    (void)state;
+
+    small_epoch(&buf, &len);
+    assert_int_equal(rtcr_epoch_parse(buf, len, NULL, NULL, &e), 0);
+    rtcr_epoch_destroy(&e);
+    copy = malloc(len);
+    rtcr_image_limits_default(&lim);
+    for (size_t i = 0; i < len; i++) {
+        static const uint8_t flips[2] = {0x01, 0xff};
+        for (int k = 0; k < 2; k++) {
+            rtcr_image_err_t err = {{0}};
+            memcpy(copy, buf, len);
+            copy[i] ^= flips[k];
+            lim.skip_frame_check = k == 1;
+            int r = rtcr_epoch_parse(copy, len, &lim, &err, &e);
+            if (r >= 0)
+                fail_msg("flip 0x%02x at byte %zu of %zu accepted", flips[k], i, len);
+            assert_true(r == -EBADMSG || r == -EPROTO || r == -E2BIG);
+            assert_true(err.msg[0] != '\0');
+            assert_null(e);
+        }
+    }
+    free(copy);
+    free(buf);
+}
+
+static void test_truncated_every_length(void **state)
+{
+    void *buf;
+    size_t len;
+    rtcr_epoch_t *e = NULL;
+    uint8_t *longer;
+    (void)state;
+
+    small_epoch(&buf, &len);
+    for (size_t n = 0; n < len; n++) {
+        rtcr_image_err_t err = {{0}};
+        /* a private copy of exactly n bytes, so ASan sees any read beyond */
+        uint8_t *p = malloc(n ? n : 1);
+        memcpy(p, buf, n);
+        assert_int_equal(rtcr_epoch_parse(p, n, NULL, &err, &e), -EBADMSG);
+        assert_true(err.msg[0] != '\0');
+        free(p);
+    }
+    /* one byte too many */
+    longer = calloc(1, len + 1);
+    memcpy(longer, buf, len);
+    assert_int_equal(rtcr_epoch_parse(longer, len + 1, NULL, NULL, &e), -EBADMSG);
+    assert_int_equal(rtcr_epoch_parse(NULL, 5, NULL, NULL, &e), -EINVAL);
+    assert_null(e);
+    free(longer);
+    free(buf);
+}
+
+static void test_magic_version(void **state)
+{
+    void *buf;
+    size_t len;
+    rtcr_epoch_t *e = NULL;
+    rtcr_image_err_t err;
+    uint8_t *p;
+    (void)state;
+
+    small_epoch(&buf, &len);
+    p = buf;
+    p[7] = '2';
+    assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), -EBADMSG);
+    assert_non_null(strstr(err.msg, "magic"));
+    p[7] = '1';
+    p[8] = 2; /* version 2, hashes recomputed: still refused for the version */
+    rehash(p, len);
+    assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), -EPROTO);
+    assert_non_null(strstr(err.msg, "version 2"));
+    p[8] = 1;
+    rehash(p, len);
+    assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), 0);
+    rtcr_epoch_destroy(&e);
+    free(buf);
+}
+
+static void test_limits(void **state)
+{
+    void *buf;
+    size_t len;
+    rtcr_epoch_t *e = NULL;
+    rtcr_image_limits_t lim;
+    rtcr_image_err_t err;
+    (void)state;
+
+    small_epoch(&buf, &len);
+    rtcr_image_limits_default(&lim);
+    lim.max_total = len - 1;
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), -E2BIG);
+    rtcr_image_limits_default(&lim);
+    lim.max_metadata = 16;
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), -E2BIG);
+    assert_non_null(strstr(err.msg, "metadata section"));
+    rtcr_image_limits_default(&lim);
+    lim.max_pagemap = 4;
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), -E2BIG);
+    rtcr_image_limits_default(&lim);
+    lim.max_header = 4;
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), -E2BIG);
+    rtcr_image_limits_default(&lim);
+    lim.max_frames = 1; /* the small epoch has 2 frames */
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), -E2BIG);
+    assert_non_null(strstr(err.msg, "frames"));
+    rtcr_image_limits_default(&lim);
+    lim.max_frame_size = 64;
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), -E2BIG);
+    rtcr_image_limits_default(&lim);
+    lim.max_dataspace = 4096; /* the dataspace has 64 KiB */
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), -E2BIG);
+    assert_non_null(strstr(err.msg, "dataspace 0x1a4"));
+    rtcr_image_limits_default(&lim);
+    lim.max_unpacked = 256;
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), -E2BIG);
+    rtcr_image_limits_default(&lim);
+    lim.max_total = 0;
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), -EINVAL);
+    assert_null(e);
+    rtcr_image_limits_default(&lim);
+    assert_int_equal(rtcr_epoch_parse(buf, len, &lim, &err, &e), 0);
+    rtcr_epoch_destroy(&e);
+    free(buf);
+}
+
+static void test_corrupt_frame_rehashed(void **state)
+{
+    void *buf;
+    size_t len, dlen, doff;
+    rtcr_epoch_t *e = NULL;
+    rtcr_image_limits_t lim;
+    rtcr_image_err_t err;
+    uint8_t *p;
+    uint8_t back[65536];
+    struct collect c = {.mem = back, .size = sizeof(back), .ds = DS1};
+    (void)state;
+
+    small_epoch(&buf, &len);
+    p = buf;
+    /* the last frame is the 64 random bytes, stored raw: flipping one gives a hash mismatch
+     * that only the frame hash can catch once the section hashes are recomputed */
+    doff = section_off(p, RTCR_IMAGE_SEC_DATA, &dlen);
+    assert_true(dlen > 64);
+    p[doff + dlen - 1] ^= 0x40;
+    rehash(p, len);
+    assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), -EBADMSG);
+    assert_string_equal(err.msg, "epoch 1: frame 1 of dataspace 0x1a4: hash mismatch");
+    rtcr_image_limits_default(&lim);
+    lim.skip_frame_check = true;
+    assert_int_equal(rtcr_epoch_parse(p, len, &lim, &err, &e), 0);
+    assert_int_equal(rtcr_epoch_foreach_pages(e, collect_fn, &c, &err), -EBADMSG);
+    assert_non_null(strstr(err.msg, "hash mismatch"));
+    rtcr_epoch_destroy(&e);
+
+    /* the compressed first frame: decompression fails or the hash mismatches */
+    p[doff + dlen - 1] ^= 0x40;
+    p[doff + 2] ^= 0x55;
+    rehash(p, len);
+    assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), -EBADMSG);
+    assert_non_null(strstr(err.msg, "frame 0 of dataspace 0x1a4"));
+
+    /* metadata changed and rehashed: the header's metadata hash catches it */
+    p[doff + 2] ^= 0x55;
+    size_t mlen, moff = section_off(p, RTCR_IMAGE_SEC_METADATA, &mlen);
+    p[moff + mlen - 1] ^= 0x01;
+    rehash(p, len);
+    assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), -EBADMSG);
+    assert_non_null(strstr(err.msg, "metadata hash"));
+    free(buf);
+}
+
+static void test_builder_errors(void **state)
+{
+    static const uint64_t sizes[3] = {8192, 8192, 8192};
+    struct fixture *f = malloc(sizeof(*f));
+    rtcr_epoch_info_t info = info_for("demo", 3, 2);
+    rtcr_epoch_builder_t *b = NULL;
+    rtcr_image_err_t err;
+    uint8_t page[4096] = {1};
+    void *buf = NULL;
+    size_t len;
+    (void)state;
+
+    fixture_init(f, 1, sizes);
+    info.target = "../etc";
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), -EINVAL);
+    info.target = "";
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), -EINVAL);
+    info.target = "demo";
+    info.parent = 1; /* not epoch - 1 */
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), -EINVAL);
+    info.parent = 2;
+    info.epoch = 0;
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), -EINVAL);
+    info.epoch = 3;
+    info.build_id_len = RTCR_IMAGE_BUILD_ID_MAX + 1;
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), -EINVAL);
+    info.build_id_len = sizeof(build_a);
+    assert_null(b);
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+
+    /* no metadata yet */
+    assert_int_equal(rtcr_epoch_finish(b, &err, &buf, &len), -EINVAL);
+    assert_non_null(strstr(err.msg, "no metadata"));
+    /* order and overlap */
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 4096, page, 4096), 0);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 0, page, 4096), -EINVAL);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 4096 + 100, page, 10), -EINVAL);
+    assert_int_equal(rtcr_epoch_add_pages(b, 0, 0, page, 10), -EINVAL);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 8192, NULL, 10), -EINVAL);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, UINT64_MAX - 5, page, 10), -EINVAL);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 8192, page, 0), 0);
+    /* bad metadata: duplicate session badge, slot out of range, mismatched oneof */
+    f->s[1].badge = f->s[0].badge;
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), -EINVAL);
+    f->s[1].badge = 0x104;
+    f->ce[5].slot = 4096;
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), -EINVAL);
+    f->ce[5].slot = 0x201;
+    f->s[5].type = RTCR_IMG__SESSION_TYPE__SESSION_TIMER;
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), -EINVAL);
+    f->s[5].type = RTCR_IMG__SESSION_TYPE__SESSION_LOG;
+    f->ds[0].size = 1ull << 40;
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), -E2BIG);
+    f->ds[0].size = 8192;
+    assert_int_equal(rtcr_epoch_builder_set_metadata_blob(b, "\xff\xff\xff", 3), -EBADMSG);
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+    /* pages of an undeclared dataspace */
+    assert_int_equal(rtcr_epoch_add_pages(b, DS3, 0, page, 4096), 0);
+    assert_int_equal(rtcr_epoch_finish(b, &err, &buf, &len), -EINVAL);
+    assert_non_null(strstr(err.msg, "dataspace 0x1c0"));
+    rtcr_epoch_builder_destroy(&b);
+
+    /* pages beyond the dataspace size */
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 8192, page, 1), 0);
+    assert_int_equal(rtcr_epoch_finish(b, &err, &buf, &len), -EINVAL);
+    assert_non_null(strstr(err.msg, "beyond its size"));
+    rtcr_epoch_builder_destroy(&b);
+
+    /* finish twice */
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+    assert_int_equal(rtcr_epoch_finish(b, &err, &buf, &len), 0);
+    free(buf);
+    assert_int_equal(rtcr_epoch_finish(b, &err, &buf, &len), -EINVAL);
+    assert_int_equal(rtcr_epoch_add_pages(b, DS1, 0, page, 1), -EINVAL);
+    rtcr_epoch_builder_destroy(&b);
+    rtcr_epoch_builder_destroy(NULL);
+    free(f);
+}
+
+/* ---- chains ------------------------------------------------------------------------------- */
+
+/* An epoch of target `t` with the fixture's state (dataspace sizes as given) and, per
+ * dataspace, the given runs taken from mem[d] (NULL run data = zero run). */
+struct run {
+    int ds;       /* index 0..2 into DS1..DS3 */
+    uint64_t off; /* offset */
+    uint64_t len; /* bytes */
+    bool zero;    /* add_zero instead of pages */
+};
+
+static rtcr_epoch_t *make_epoch(const char *t, uint64_t num, uint64_t parent, size_t n_ds,
+                                const uint64_t *sizes, uint8_t *const *mem, const struct run *runs,
+                                size_t n_runs, const uint8_t *bid)
+{
+    static const uint32_t badges[3] = {DS1, DS2, DS3};
+    struct fixture *f = malloc(sizeof(*f));
+    rtcr_epoch_info_t info = info_for(t, num, parent);
+    rtcr_epoch_builder_t *b = NULL;
+    rtcr_epoch_t *e = NULL;
+    rtcr_image_err_t err;
+    void *buf;
+    size_t len;
+
+    assert_non_null(f);
+    if (bid) { /* the only other build id the tests use */
+        info.build_id = bid;
+        info.build_id_len = sizeof(build_b);
+    }
+    fixture_init(f, n_ds, sizes);
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+    assert_int_equal(rtcr_epoch_builder_set_frame_size(b, 8192), 0);
+    for (size_t i = 0; i < n_runs; i++) {
+        const struct run *r = &runs[i];
+        if (r->zero)
+            assert_int_equal(rtcr_epoch_add_zero(b, badges[r->ds], r->off, r->len), 0);
+        else
+            assert_int_equal(
+                rtcr_epoch_add_pages(b, badges[r->ds], r->off, mem[r->ds] + r->off, r->len), 0);
+    }
+    assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+    if (rtcr_epoch_finish(b, &err, &buf, &len) != 0)
+        fail_msg("finish: %s", err.msg);
+    if (rtcr_epoch_parse_owned(&buf, len, NULL, &err, &e) != 0)
+        fail_msg("parse: %s", err.msg);
+    assert_null(buf);
+    rtcr_epoch_builder_destroy(&b);
+    free(f);
+    return e;
+}
+
+static void test_chain_validation(void **state)
+{
+    static const uint64_t sizes[1] = {16384};
+    uint8_t *mem[1] = {calloc(1, 16384)};
+    struct run r1[1] = {{0, 0, 4096, false}};
+    rtcr_image_t *img = rtcr_image_new("demo", NULL);
+    rtcr_epoch_t *e;
+    rtcr_image_err_t err;
+    (void)state;
+
+    assert_null(rtcr_image_new("a/b", NULL));
+    assert_non_null(img);
+    assert_int_equal(rtcr_image_check(img, &err), -ENOENT);
+    fill_random(mem[0], 16384);
+
+    /* an incremental epoch cannot start a chain */
+    e = make_epoch("demo", 2, 1, 1, sizes, mem, r1, 1, NULL);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "no full epoch"));
+    assert_non_null(e);
+    rtcr_epoch_destroy(&e);
+    /* wrong target */
+    e = make_epoch("other", 1, 0, 1, sizes, mem, r1, 1, NULL);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), -EINVAL);
+    rtcr_epoch_destroy(&e);
+
+    for (uint64_t n = 1; n <= 3; n++) {
+        e = make_epoch("demo", n, n - 1, 1, sizes, mem, r1, 1, NULL);
+        assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+        assert_null(e);
+    }
+    assert_int_equal(rtcr_image_count(img), 3);
+    assert_int_equal(rtcr_image_first(img), 1);
+    assert_int_equal(rtcr_image_last(img), 3);
+    assert_int_equal(rtcr_image_check(img, &err), 0);
+
+    /* old or duplicate */
+    e = make_epoch("demo", 3, 2, 1, sizes, mem, r1, 1, NULL);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), -ESTALE);
+    rtcr_epoch_destroy(&e);
+    /* gap (epoch 5 names parent 4, the chain ends at 3) */
+    e = make_epoch("demo", 5, 4, 1, sizes, mem, r1, 1, NULL);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "missing 4"));
+    rtcr_epoch_destroy(&e);
+    /* foreign build id */
+    e = make_epoch("demo", 4, 3, 1, sizes, mem, r1, 1, build_b);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "foreign build id"));
+    rtcr_epoch_destroy(&e);
+    assert_int_equal(rtcr_image_count(img), 3);
+    assert_int_equal(rtcr_image_check(img, &err), 0);
+
+    /* a newer full epoch replaces the chain */
+    e = make_epoch("demo", 9, 0, 1, sizes, mem, r1, 1, build_b);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    assert_int_equal(rtcr_image_count(img), 1);
+    assert_int_equal(rtcr_image_first(img), 9);
+    assert_null(rtcr_image_epoch(img, 3));
+    assert_non_null(rtcr_image_epoch(img, 9));
+    assert_int_equal(rtcr_image_materialize(img, 3, &err, &(rtcr_memstate_t *){NULL}), -EINVAL);
+
+    rtcr_image_destroy(&img);
+    rtcr_image_destroy(&img);
+    assert_null(img);
+    free(mem[0]);
+}
+
+/* reference model: apply epochs by hand */
+static void test_materialize_lifetime(void **state)
+{
+    uint64_t sz2[2] = {16384, 8192}, sz1[1] = {16384};
+    uint8_t *m1[2] = {malloc(16384), malloc(8192)};
+    uint8_t *m2[2] = {malloc(16384), malloc(8192)};
+    uint8_t *m3[2] = {malloc(16384), malloc(8192)};
+    rtcr_image_t *img = rtcr_image_new("demo", NULL);
+    rtcr_memstate_t *ms = NULL;
+    rtcr_epoch_t *e;
+    rtcr_image_err_t err;
+    const uint8_t *d;
+    uint64_t size;
+    uint32_t badge;
+    (void)state;
+
+    fill_random(m1[0], 16384);
+    fill_random(m1[1], 8192);
+    fill_random(m2[0], 16384);
+    fill_random(m3[0], 16384);
+    memset(m3[1], 0x77, 8192);
+
+    /* 1: both dataspaces fully; 2: DS2 gone, DS1 page 1 rewritten;
+     * 3: DS2 back (same badge, same size) with only page 1 written; DS1 page 2 zeroed */
+    struct run e1[2] = {{0, 0, 16384, false}, {1, 0, 8192, false}};
+    struct run e2[1] = {{0, 4096, 4096, false}};
+    struct run e3[2] = {{0, 8192, 4096, true}, {1, 4096, 4096, false}};
+    e = make_epoch("demo", 1, 0, 2, sz2, m1, e1, 2, NULL);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = make_epoch("demo", 2, 1, 1, sz1, m2, e2, 1, NULL);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = make_epoch("demo", 3, 2, 2, sz2, m3, e3, 2, NULL);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+
+    assert_int_equal(rtcr_image_materialize(img, 3, &err, &ms), 0);
+    assert_int_equal(rtcr_memstate_count(ms), 2);
+    assert_int_equal(rtcr_memstate_get(ms, 2, &badge, &size, &d), -ERANGE);
+    assert_int_equal(rtcr_memstate_get(ms, 0, &badge, &size, &d), 0);
+    assert_int_equal(badge, DS1);
+    assert_int_equal(size, 16384);
+    assert_memory_equal(d, m1[0], 4096);
+    assert_memory_equal(d + 4096, m2[0] + 4096, 4096);
+    for (size_t i = 8192; i < 12288; i++)
+        assert_int_equal(d[i], 0);
+    assert_memory_equal(d + 12288, m1[0] + 12288, 4096);
+    d = rtcr_memstate_find(ms, DS2, &size);
+    assert_non_null(d);
+    assert_int_equal(size, 8192);
+    /* DS2's old content of epoch 1 is not resurrected: page 0 reads as zero */
+    for (size_t i = 0; i < 4096; i++)
+        assert_int_equal(d[i], 0);
+    assert_memory_equal(d + 4096, m3[1] + 4096, 4096);
+    assert_null(rtcr_memstate_find(ms, DS3, NULL));
+    rtcr_memstate_destroy(&ms);
+
+    /* epoch 2: DS1 only */
+    assert_int_equal(rtcr_image_materialize(img, 2, &err, &ms), 0);
+    assert_int_equal(rtcr_memstate_count(ms), 1);
+    d = rtcr_memstate_find(ms, DS1, NULL);
+    assert_memory_equal(d, m1[0], 4096);
+    assert_memory_equal(d + 4096, m2[0] + 4096, 4096);
+    assert_memory_equal(d + 8192, m1[0] + 8192, 8192);
+    rtcr_memstate_destroy(&ms);
+    rtcr_memstate_destroy(&ms);
+
+    rtcr_image_destroy(&img);
+    for (int i = 0; i < 2; i++) {
+        free(m1[i]);
+        free(m2[i]);
+        free(m3[i]);
+    }
+}
+
+enum { NDS = 3, DSZ = 64 * 1024 };
+
+/* Random chain of `n` epochs with a reference model; returns the models per epoch in
+ * model[k][ds] (NULL if the dataspace is not declared at epoch k+1). */
+struct chain {
+    rtcr_image_t *img;        /* the chain */
+    uint8_t *model[101][NDS]; /* expected content per epoch and dataspace */
+    uint64_t size[101][NDS];  /* declared size (0 = not declared) */
+};
+
+static void chain_build(struct chain *c, int n)
+{
+    uint8_t *cur[NDS];
+    uint64_t size[NDS] = {DSZ, DSZ / 2, 0};
+    rtcr_image_err_t err;
+
+    c->img = rtcr_image_new("demo", NULL);
+    for (int d = 0; d < NDS; d++)
+        cur[d] = calloc(1, DSZ);
+    for (int k = 1; k <= n; k++) {
+        struct run runs[64];
+        size_t nr = 0;
+        uint64_t sizes[NDS];
+        size_t n_ds;
+        /* dataspace life: DS3 appears at 30 (32 KiB), is destroyed at 60, returns at 70
+         * with another size (16 KiB) and the same badge */
+        if (k == 30)
+            size[2] = DSZ / 2;
+        if (k == 60)
+            size[2] = 0;
+        if (k == 70)
+            size[2] = DSZ / 4;
+        for (int d = 0; d < NDS; d++)
+            if (size[d] == 0 || (k > 1 && c->size[k - 2][d] != size[d]))
+                memset(cur[d], 0, DSZ); /* new lifetime starts zero-filled */
+        for (int d = 0; d < NDS; d++) {
+            uint64_t pos = 0;
+            if (!size[d])
+                continue;
+            /* a few random runs in ascending order */
+            while (nr < 64 && pos < size[d]) {
+                uint64_t gap = (rnd() % 6) * 1024, len = 1 + rnd() % 9000;
+                if (pos + gap >= size[d])
+                    break;
+                pos += gap;
+                if (len > size[d] - pos)
+                    len = size[d] - pos;
+                int kind = (int)(rnd() % 4);
+                if (kind == 0) {
+                    memset(cur[d] + pos, 0, len);
+                    runs[nr++] = (struct run){d, pos, len, true};
+                } else {
+                    if (kind == 1)
+                        fill_random(cur[d] + pos, len);
+                    else if (kind == 2)
+                        memset(cur[d] + pos, 0, len); /* zero data: detected as zero run */
+                    else
+                        memset(cur[d] + pos, (int)(rnd() & 0xff), len);
+                    runs[nr++] = (struct run){d, pos, len, false};
+                }
+                pos += len;
+            }
+        }
+        /* the fixture declares the first n_ds of DS1..DS3: keep DS3 last */
+        n_ds = size[2] ? 3 : 2;
+        for (int d = 0; d < NDS; d++)
+            sizes[d] = size[d];
+        rtcr_epoch_t *e =
+            make_epoch("demo", (uint64_t)k, (uint64_t)k - 1, n_ds, sizes, cur, runs, nr, NULL);
+        if (rtcr_image_add_epoch(c->img, &e, &err) != 0)
+            fail_msg("epoch %d: %s", k, err.msg);
+        for (int d = 0; d < NDS; d++) {
+            c->size[k - 1][d] = size[d];
+            c->model[k - 1][d] = NULL;
+            if (size[d]) {
+                c->model[k - 1][d] = malloc(size[d]);
+                memcpy(c->model[k - 1][d], cur[d], size[d]);
+            }
+        }
+    }
+    for (int d = 0; d < NDS; d++)
+        free(cur[d]);
+}
+
+static void chain_free(struct chain *c, int n)
+{
+    for (int k = 0; k < n; k++)
+        for (int d = 0; d < NDS; d++)
+            free(c->model[k][d]);
+    rtcr_image_destroy(&c->img);
+}
+
+static void expect_state(const rtcr_image_t *img, const struct chain *c, int k)
+{
+    static const uint32_t badges[NDS] = {DS1, DS2, DS3};
+    rtcr_memstate_t *ms = NULL;
+    rtcr_image_err_t err;
+    size_t want = 0;
+
+    if (rtcr_image_materialize(img, (uint64_t)k, &err, &ms) != 0)
+        fail_msg("materialize %d: %s", k, err.msg);
+    for (int d = 0; d < NDS; d++) {
+        uint64_t size = 0;
+        const uint8_t *data = rtcr_memstate_find(ms, badges[d], &size);
+        if (!c->size[k - 1][d]) {
+            assert_null(data);
+            continue;
+        }
+        want++;
+        assert_non_null(data);
+        assert_int_equal(size, c->size[k - 1][d]);
+        if (memcmp(data, c->model[k - 1][d], size) != 0)
+            fail_msg("epoch %d dataspace %d differs from the model", k, d);
+    }
+    assert_int_equal(rtcr_memstate_count(ms), want);
+    rtcr_memstate_destroy(&ms);
+}
+
+static void test_compaction_equivalence(void **state)
+{
+    struct chain *c = calloc(1, sizeof(*c));
+    const rtcr_epoch_t *full = NULL;
+    rtcr_image_err_t err;
+    size_t before, after;
+    (void)state;
+
+    chain_build(c, 100);
+    assert_int_equal(rtcr_image_check(c->img, &err), 0);
+    for (int k = 1; k <= 100; k += 11)
+        expect_state(c->img, c, k);
+    expect_state(c->img, c, 100);
+
+    /* compact 1..50, then 51..100 still apply on top */
+    assert_int_equal(rtcr_image_compact(c->img, 50, &err, &full), 0);
+    assert_non_null(full);
+    assert_true(rtcr_epoch_is_full(full));
+    assert_int_equal(rtcr_epoch_number(full), 50);
+    assert_int_equal(rtcr_epoch_header(full)->compacted_from, 1);
+    assert_int_equal(rtcr_image_first(c->img), 50);
+    assert_int_equal(rtcr_image_count(c->img), 51);
+    assert_int_equal(rtcr_image_check(c->img, &err), 0);
+    assert_int_equal(rtcr_image_compact(c->img, 49, &err, NULL), -EINVAL);
+    for (int k = 50; k <= 100; k += 7)
+        expect_state(c->img, c, k);
+    expect_state(c->img, c, 100);
+
+    /* compact everything: the single full epoch restores the same state as the chain did */
+    before = 0;
+    for (uint64_t n = 50; n <= 100; n++)
+        before += (rtcr_epoch_bytes(rtcr_image_epoch(c->img, n), &after), after);
+    assert_int_equal(rtcr_image_compact(c->img, 100, &err, &full), 0);
+    assert_int_equal(rtcr_image_count(c->img), 1);
+    assert_int_equal(rtcr_epoch_header(full)->compacted_from, 50);
+    expect_state(c->img, c, 100);
+    rtcr_epoch_bytes(full, &after);
+    assert_true(after < before);
+    /* and a parse with frame checks accepts the compacted bytes */
+    rtcr_epoch_t *e2 = NULL;
+    size_t len;
+    const void *bytes = rtcr_epoch_bytes(full, &len);
+    assert_int_equal(rtcr_epoch_parse(bytes, len, NULL, &err, &e2), 0);
+    rtcr_epoch_destroy(&e2);
+
+    chain_free(c, 100);
+    free(c);
+}
+
+/* ---- files -------------------------------------------------------------------------------- */
+
+static void rm_tree(const char *dir)
+{
+    char path[4096];
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        struct stat st;
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            rm_tree(path);
+        else
+            unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int count_files(const char *dir, int *ret_tmp)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0, tmp = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' && strncmp(de->d_name, ".epoch-", 7) != 0)
+            continue;
+        if (de->d_name[0] == '.')
+            tmp++;
+        n++;
+    }
+    closedir(d);
+    *ret_tmp = tmp;
+    return n;
+}
+
+static void *read_all(const char *path, size_t *ret_len)
+{
+    FILE *f = fopen(path, "rbe");
+    uint8_t *buf;
+    long n;
+
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t)n + 1);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *ret_len = (size_t)n;
+    return buf;
+}
+
+static void test_files(void **state)
+{
+    char dir[] = "/tmp/rtcr-test-image.XXXXXX", tdir[256], path[4096];
+    struct chain *c = calloc(1, sizeof(*c));
+    rtcr_image_t *img = NULL;
+    rtcr_image_err_t err;
+    int tmp;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(tdir, sizeof(tdir), "%s/demo", dir);
+    chain_build(c, 10);
+    for (uint64_t n = 1; n <= 10; n++) {
+        size_t len, flen;
+        const void *bytes = rtcr_epoch_bytes(rtcr_image_epoch(c->img, n), &len);
+        assert_int_equal(rtcr_image_write_epoch_file(dir, "demo", bytes, len, &err), 0);
+        assert_int_equal(rtcr_image_epoch_path(dir, "demo", n, path, sizeof(path)), 0);
+        void *back = read_all(path, &flen);
+        assert_int_equal(flen, len);
+        assert_memory_equal(back, bytes, len);
+        free(back);
+    }
+    /* rewriting replaces atomically; no temporary files remain */
+    {
+        size_t len;
+        const void *bytes = rtcr_epoch_bytes(rtcr_image_epoch(c->img, 3), &len);
+        assert_int_equal(rtcr_image_write_epoch_file(dir, "demo", bytes, len, &err), 0);
+        assert_int_equal(rtcr_image_write_epoch_file(dir, "other", bytes, len, &err), -EINVAL);
+        assert_int_equal(rtcr_image_write_epoch_file(dir, "demo", bytes, len - 1, &err), -EBADMSG);
+        assert_int_equal(rtcr_image_write_epoch_file("/nonexistent/x", "demo", bytes, len, &err),
+                         -ENOENT);
+    }
+    assert_int_equal(count_files(tdir, &tmp), 10);
+    assert_int_equal(tmp, 0);
+    assert_int_equal(rtcr_image_epoch_path(dir, "demo", 1, path, 8), -ENAMETOOLONG);
+
+    /* load everything */
+    assert_int_equal(rtcr_image_load_dir(dir, "demo", NULL, &err, &img), 0);
+    assert_int_equal(rtcr_image_first(img), 1);
+    assert_int_equal(rtcr_image_last(img), 10);
+    expect_state(img, c, 10);
+    rtcr_image_destroy(&img);
+
+    /* a corrupt middle epoch: the good prefix 1..5 is kept, epoch 6 named */
+    size_t flen;
+    assert_int_equal(rtcr_image_epoch_path(dir, "demo", 6, path, sizeof(path)), 0);
+    uint8_t *bytes = read_all(path, &flen);
+    bytes[flen / 2] ^= 0x10;
+    FILE *f = fopen(path, "wbe");
+    assert_int_equal(fwrite(bytes, 1, flen, f), flen);
+    fclose(f);
+    free(bytes);
+    assert_int_equal(rtcr_image_load_dir(dir, "demo", NULL, &err, &img), 1);
+    assert_non_null(strstr(err.msg, "epoch 6 corrupt"));
+    assert_int_equal(rtcr_image_first(img), 1);
+    assert_int_equal(rtcr_image_last(img), 5);
+    expect_state(img, c, 5);
+
+    /* compact the prefix, write the full epoch 5 over the incremental one, prune below 5 */
+    const rtcr_epoch_t *full = NULL;
+    size_t len;
+    assert_int_equal(rtcr_image_compact(img, 5, &err, &full), 0);
+    const void *fb = rtcr_epoch_bytes(full, &len);
+    assert_int_equal(rtcr_image_write_epoch_file(dir, "demo", fb, len, &err), 0);
+    /* a stale temporary file from a crash is removed by pruning */
+    snprintf(path, sizeof(path), "%s/.epoch-00000011.rtcr.abcdef", tdir);
+    close(open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+    assert_int_equal(rtcr_image_prune_dir(dir, "demo", 5, &err), 4 + 1);
+    assert_int_equal(count_files(tdir, &tmp), 6); /* 5 (full), 6 (corrupt), 7..10 */
+    assert_int_equal(tmp, 0);
+    rtcr_image_destroy(&img);
+
+    /* repair epoch 6 from memory: the chain 5(full)..10 loads cleanly */
+    {
+        const void *b6 = rtcr_epoch_bytes(rtcr_image_epoch(c->img, 6), &len);
+        assert_int_equal(rtcr_image_write_epoch_file(dir, "demo", b6, len, &err), 0);
+    }
+    assert_int_equal(rtcr_image_load_dir(dir, "demo", NULL, &err, &img), 0);
+    assert_int_equal(rtcr_image_first(img), 5);
+    assert_true(rtcr_epoch_is_full(rtcr_image_epoch(img, 5)));
+    assert_int_equal(rtcr_image_last(img), 10);
+    expect_state(img, c, 10);
+    rtcr_image_destroy(&img);
+
+    /* a missing epoch ends the chain before it */
+    assert_int_equal(rtcr_image_epoch_path(dir, "demo", 8, path, sizeof(path)), 0);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rtcr_image_load_dir(dir, "demo", NULL, &err, &img), 1);
+    assert_non_null(strstr(err.msg, "epoch 8 missing"));
+    assert_int_equal(rtcr_image_last(img), 7);
+    rtcr_image_destroy(&img);
+
+    /* a file whose name does not match its epoch is rejected */
+    assert_int_equal(rtcr_image_epoch_path(dir, "demo", 9, path, sizeof(path)), 0);
+    char p7[4096];
+    assert_int_equal(rtcr_image_epoch_path(dir, "demo", 7, p7, sizeof(p7)), 0);
+    assert_int_equal(rename(path, p7), 0);
+    assert_int_equal(rtcr_image_load_dir(dir, "demo", NULL, &err, &img), 1);
+    assert_non_null(strstr(err.msg, "epoch 7 corrupt: file holds epoch 9"));
+    assert_int_equal(rtcr_image_last(img), 6);
+    rtcr_image_destroy(&img);
+
+    /* no files at all */
+    assert_int_equal(rtcr_image_load_dir(dir, "nothing", NULL, &err, &img), -ENOENT);
+    assert_int_equal(rtcr_image_prune_dir(dir, "nothing", 5, &err), -ENOENT);
+    assert_null(img);
+
+    /* chain print */
+    assert_int_equal(rtcr_image_load_dir(dir, "demo", NULL, &err, &img), 1);
+    char *text = NULL;
+    size_t tlen = 0;
+    FILE *out = open_memstream(&text, &tlen);
+    rtcr_image_print(img, out, false);
+    fclose(out);
+    assert_non_null(strstr(text, "target 'demo': 2 epoch(s), 5..6"));
+    assert_non_null(strstr(text, "full"));
+    free(text);
+    rtcr_image_destroy(&img);
+
+    chain_free(c, 10);
+    free(c);
+    rm_tree(dir);
+}
+
+/* ---- seed corpus -------------------------------------------------------------------------- */
+
+static void write_seed(const char *dir, const char *name, const void *buf, size_t len)
+{
+    char path[4096];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "wbe");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, len, f), len);
+    fclose(f);
+}
+
+static void test_write_seeds(void **state)
+{
+    const char *dir = getenv("RTCR_IMAGE_SEED_DIR");
+    static const uint64_t sizes[3] = {16384, 8192, 4096};
+    uint8_t *mem[3] = {malloc(16384), malloc(8192), malloc(4096)};
+    void *buf;
+    size_t len;
+    (void)state;
+
+    if (!dir) {
+        for (int i = 0; i < 3; i++)
+            free(mem[i]);
+        skip();
+    }
+    small_epoch(&buf, &len);
+    write_seed(dir, "small-full.rtcr", buf, len);
+    write_seed(dir, "truncated.rtcr", buf, len / 2);
+    rtcr_epoch_t *se = NULL;
+    assert_int_equal(rtcr_epoch_parse(buf, len, NULL, NULL, &se), 0);
+    size_t mlen;
+    const void *meta = rtcr_epoch_metadata_blob(se, &mlen);
+    write_seed(dir, "metadata.pb", meta, mlen); /* for the fuzzer's metadata mode */
+    rtcr_epoch_destroy(&se);
+    free(buf);
+    memset(mem[0], 'q', 16384);
+    fill_random(mem[1], 8192);
+    memset(mem[2], 0, 4096);
+    struct run runs[4] = {
+        {0, 0, 8192, false}, {0, 12288, 4096, true}, {1, 100, 900, false}, {2, 0, 4096, false}};
+    rtcr_epoch_t *e = make_epoch("seed", 2, 1, 3, sizes, mem, runs, 4, NULL);
+    const void *b = rtcr_epoch_bytes(e, &len);
+    write_seed(dir, "incremental.rtcr", b, len);
+    rtcr_epoch_destroy(&e);
+    for (int i = 0; i < 3; i++)
+        free(mem[i]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_all_kinds),
+        cmocka_unit_test(test_pages_random_and_zero),
+        cmocka_unit_test(test_frames_split),
+        cmocka_unit_test(test_corrupt_every_byte),
+        cmocka_unit_test(test_truncated_every_length),
+        cmocka_unit_test(test_magic_version),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_corrupt_frame_rehashed),
+        cmocka_unit_test(test_builder_errors),
+        cmocka_unit_test(test_chain_validation),
+        cmocka_unit_test(test_materialize_lifetime),
+        cmocka_unit_test(test_compaction_equivalence),
+        cmocka_unit_test(test_files),
+        cmocka_unit_test(test_write_seeds),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
