@@ -1,5 +1,5 @@
 /* ecu_internal.h — struct bodies shared by the ECU runtime's files (rtcr_ecu.c, rtcr_target.c,
- * rtcr_svc_*.c). Not a public header.
+ * rtcr_svc.c, rtcr_ckpt.c, rtcr_restore.c). Not a public header.
  *
  * Every object the agent hands to a target is an RPC object: an IPC gate with a badge, bound to
  * the target's core thread, whose kernel-object user pointer is a `struct obj`. The record behind
@@ -7,7 +7,7 @@
  * (creation and upgrade args, bootstrapped or not, per-type state). Records refer to each other
  * by badge or by owning list, never by pointer into the target.
  *
- * Locking: ecu->lock protects the target list and the IRQ line table; t->lock protects all of a
+ * Locking: ecu->lock protects the target list; t->lock protects all of a
  * target's records. Order: ecu->lock, then t->lock, then the kernel's own lock. The core-thread
  * handler runs with t->lock held for its whole duration.
  */

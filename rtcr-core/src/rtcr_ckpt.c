@@ -666,6 +666,7 @@ static void fill_session(struct arena *a, struct rtcr_target *t, struct session 
         x->period_usec = s->u.timer.period_usec;
         x->remaining_usec =
             x->armed && s->u.timer.deadline_usec > now ? s->u.timer.deadline_usec - now : 0;
+        x->elapsed_usec = now - s->u.timer.epoch_usec;
         ps->timer = x;
         ps->state_case = RTCR_IMG__SESSION__STATE_TIMER;
         break;

@@ -405,7 +405,8 @@ static int make_session(struct plan *p, const RtcrImg__Session *ps, struct sessi
         break;
     case RTCR_IMG__SESSION__STATE_TIMER: {
         const RtcrImg__TimerSession *x = ps->timer;
-        s->u.timer.epoch_usec = now_usec();
+        /* the session clock runs on from where it was, never backwards */
+        s->u.timer.epoch_usec = now_usec() - x->elapsed_usec;
         s->u.timer.period_usec = x->periodic ? x->period_usec : 0;
         if (x->armed)
             s->u.timer.deadline_usec = now_usec() + (x->remaining_usec ? x->remaining_usec : 1);

@@ -1266,7 +1266,7 @@ static int irq_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
         return sigh_arg(t, req, &s->u.irq.sigh);
     case RTCR_RPC_IRQ_ACK:
         s->u.irq.unmasked = true;
-        if (s->u.irq.pending) {
+        if (s->u.irq.pending && s->u.irq.sigh) {
             s->u.irq.pending = false;
             irq_deliver(t, s);
         }
@@ -1287,10 +1287,10 @@ int svc_irq_fire(struct rtcr_target *t, unsigned line)
         if (s->type != RTCR_SVC_IRQ || s->u.irq.line != line)
             continue;
         s->u.irq.count++;
-        if (s->u.irq.unmasked)
+        if (s->u.irq.unmasked && s->u.irq.sigh)
             irq_deliver(t, s);
         else
-            s->u.irq.pending = true; /* latched until acked */
+            s->u.irq.pending = true; /* latched until acked with a handler set */
         n++;
     }
     return n;

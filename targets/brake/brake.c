@@ -2,7 +2,8 @@
  * component.
  *
  * - a periodic timer (10 ms) advances `tick` in the heap;
- * - an IRQ session on the wheel-speed sensor line (5 unless the ROM "config" says otherwise)
+ * - an IRQ session on the wheel-speed sensor line (5 unless its ROM "calibration" says
+ *   otherwise)
  *   counts interrupts in `irq` and acknowledges each one;
  * - a second entrypoint ("status") serves a local RPC object that reports both counters; the
  *   main entrypoint calls it every second and logs the answer;
@@ -73,19 +74,32 @@ static int on_status(void *ctx, uint64_t op, const uint64_t *args, unsigned narg
     return 0;
 }
 
-/* IRQ line from the optional ROM module "config" ("irq_line=N"), default 5. */
-static unsigned irq_line(rtcr_env_t *env)
+/* Value of `key=` in the calibration text, or `def`. */
+static unsigned long calib_value(const char *text, const char *key, unsigned long def)
+{
+    size_t klen = strlen(key);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, key, klen) == 0 && p[klen] == '=')
+            return strtoul(p + klen + 1, NULL, 10);
+    return def;
+}
+
+/* The optional ROM module "calibration": the IRQ line of the wheel-speed sensor (irq_line,
+ * default 5) and the wheel geometry, logged once. */
+static unsigned read_calibration(rtcr_env_t *env)
 {
     const void *data;
     size_t size;
-    if (rtcr_rom_attach(env, "config", &data, &size) < 0)
+    if (rtcr_rom_attach(env, "calibration", &data, &size) < 0)
         return 5;
-    char buf[64];
+    char buf[1024];
     size_t n = size < sizeof(buf) - 1 ? size : sizeof(buf) - 1;
     memcpy(buf, data, n);
     buf[n] = '\0';
-    const char *p = strstr(buf, "irq_line=");
-    return p ? (unsigned)strtoul(p + 9, NULL, 10) : 5;
+    rtcr_log(env, "brake: calibration: wheel %lu mm, ABS slip threshold %lu %%",
+             calib_value(buf, "wheel_circumference_mm", 0),
+             calib_value(buf, "abs_slip_threshold_pct", 0));
+    return (unsigned)calib_value(buf, "irq_line", 5);
 }
 
 void rtcr_component_construct(rtcr_env_t *env)
@@ -98,7 +112,7 @@ void rtcr_component_construct(rtcr_env_t *env)
 
     rtcr_ep_t *status_ep;
     rtcr_cap_t sig_tick, sig_irq;
-    unsigned line = irq_line(env);
+    unsigned line = read_calibration(env);
     if (rtcr_ep_create(env, "status", &status_ep) < 0 ||
         rtcr_rpc_obj_create(status_ep, on_status, b, &b->status) < 0 ||
         rtcr_signal_handler(rtcr_env_ep(env), on_tick, b, &sig_tick) < 0 ||

@@ -56,7 +56,6 @@ enum rtcr_rpc_op {
     RTCR_RPC_PD_CAP_SPACE_INFO,        /* (root address, root size) -> 0 */
     /* CPU session */
     RTCR_RPC_CPU_CREATE_THREAD = 0x300, /* (str name) -> thread index */
-    RTCR_RPC_CPU_KILL_THREAD,           /* (thread index) -> 0 */
     /* RAM session */
     RTCR_RPC_RAM_ALLOC = 0x400, /* (size) -> ds cap, badge, size, pool offset */
     RTCR_RPC_RAM_FREE,          /* (ds cap) -> 0 */
