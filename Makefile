@@ -169,7 +169,7 @@ $(LIBCOMP): $(COMP_OBJ)
 $(B)/ecu-agent: $(B)/obj/ecu-agent/ecu-agent.o $(AGENT_OBJ) $(LIBRTCR) $(LIBPROTO)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS)
 
-$(B)/ecuctl: $(B)/obj/ecu-agent/ecuctl.o $(CTL_OBJ) $(LIBPROTO)
+$(B)/ecuctl: $(B)/obj/ecu-agent/ecuctl.o $(CTL_OBJ) $(LIBRTCR) $(LIBPROTO)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS)
 
 # Targets are protection domains: linked statically and without PIE so that code and data

@@ -10,6 +10,7 @@
 
 #include <czmq.h>
 #include <errno.h>
+#include <rtcr/dirty.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -123,6 +124,12 @@ int agent_parse_bool(const char *s, bool *ret_value)
         }
     }
     return -EINVAL;
+}
+
+const char *agent_on_crash_name(enum agent_on_crash p)
+{
+    static const char *const names[AGENT_ON_CRASH_MAX] = {"none", "restart", "restore"};
+    return (unsigned)p < AGENT_ON_CRASH_MAX ? names[p] : "?";
 }
 
 bool agent_name_is_valid(const char *s)
@@ -427,6 +434,59 @@ static int rom_section(loader_t *l, const char *tkey, zconfig_t *rom, agent_targ
     return 0;
 }
 
+/* The checkpoint keys of a target. Returns 1 if `n` was one of them and valid, 0 if `n` is
+ * not a checkpoint key, < 0 on an error (recorded). */
+static int ckpt_key(loader_t *l, const char *key, const char *n, zconfig_t *k,
+                    agent_target_conf_t *t)
+{
+    const char *v;
+    int r;
+    if (strcmp(n, "checkpoint_ms") == 0) {
+        if ((r = get_uint(l, key, k, 0, AGENT_CKPT_MS_MAX, &t->checkpoint_ms)) < 0)
+            return r;
+        if (t->checkpoint_ms > 0 && t->checkpoint_ms < AGENT_CKPT_MS_MIN)
+            return fail(l, key, "%u ms is too short (0 = off, else %u..%u)", t->checkpoint_ms,
+                        AGENT_CKPT_MS_MIN, AGENT_CKPT_MS_MAX);
+    } else if (strcmp(n, "on_crash") == 0) {
+        if ((r = scalar(l, key, k, false, &v)) < 0)
+            return r;
+        int p = -1;
+        for (int i = 0; i < AGENT_ON_CRASH_MAX; i++)
+            if (strcmp(v, agent_on_crash_name((enum agent_on_crash)i)) == 0)
+                p = i;
+        if (p < 0)
+            return fail(l, key, "\"%s\" is not a crash policy (use none, restart or restore)", v);
+        t->on_crash = (enum agent_on_crash)p;
+    } else if (strcmp(n, "dirty_tracking") == 0) {
+        rtcr_dirty_mode_t m;
+        if ((r = scalar(l, key, k, false, &v)) < 0)
+            return r;
+        if (strcmp(v, "auto") == 0)
+            t->dirty_mode = AGENT_DIRTY_AUTO;
+        else if (rtcr_dirty_mode_parse(v, &m) == 0)
+            t->dirty_mode = (int)m;
+        else
+            return fail(l, key, "\"%s\" is not a tracking mode (use auto, uffd-wp, hash or full)",
+                        v);
+    } else if (strcmp(n, "granularity") == 0) {
+        if ((r = get_size(l, key, k, &t->granularity)) < 0)
+            return r;
+        if (t->granularity < 4096 || t->granularity > AGENT_GRANULARITY_MAX ||
+            (t->granularity & (t->granularity - 1)))
+            return fail(l, key, "%zu bytes is not a power of two between 4K and 1G",
+                        t->granularity);
+    } else if (strcmp(n, "quiesce_ms") == 0) {
+        if ((r = get_uint(l, key, k, 1, AGENT_QUIESCE_MS_MAX, &t->quiesce_ms)) < 0)
+            return r;
+    } else if (strcmp(n, "max_chain") == 0) {
+        if ((r = get_uint(l, key, k, 0, AGENT_MAX_CHAIN_MAX, &t->max_chain)) < 0)
+            return r;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 static int target_section(loader_t *l, zconfig_t *node, const char *tdir, agent_target_conf_t *t)
 {
     const char *name = zconfig_name(node), *binary = NULL;
@@ -443,6 +503,10 @@ static int target_section(loader_t *l, zconfig_t *node, const char *tdir, agent_
     t->ram = 16u << 20;
     t->caps = 512;
     t->autostart = true;
+    t->dirty_mode = AGENT_DIRTY_AUTO;
+    t->granularity = 4096;
+    t->quiesce_ms = 500;
+    t->max_chain = 64;
     for (zconfig_t *k = zconfig_child(node); k; k = zconfig_next(k)) {
         const char *n = zconfig_name(k), *v;
         snprintf(key, sizeof(key), "%s/%s", tkey, n);
@@ -466,8 +530,13 @@ static int target_section(loader_t *l, zconfig_t *node, const char *tdir, agent_
         } else if (strcmp(n, "rom") == 0) {
             if ((r = rom_section(l, tkey, k, t)) < 0)
                 return r;
-        } else {
-            return fail(l, key, "unknown key (known: binary, ram, caps, autostart, provides, rom)");
+        } else if ((r = ckpt_key(l, key, n, k, t)) <= 0) {
+            if (r == 0)
+                return fail(l, key,
+                            "unknown key (known: binary, ram, caps, autostart, provides, rom, "
+                            "checkpoint_ms, on_crash, dirty_tracking, granularity, quiesce_ms, "
+                            "max_chain)");
+            return r;
         }
     }
     snprintf(key, sizeof(key), "%s/binary", tkey);

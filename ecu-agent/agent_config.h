@@ -38,6 +38,20 @@
 #define AGENT_LOG_LINES_MAX   100000u         /* LOG lines kept per target */
 #define AGENT_CONFIG_SIZE_MAX (1u << 20)      /* a config file larger than this is refused */
 #define AGENT_SOCKET_PATH_MAX 107             /* sizeof(sun_path) - 1 */
+#define AGENT_CKPT_MS_MIN     10              /* shortest periodic checkpoint interval */
+#define AGENT_CKPT_MS_MAX     3600000u        /* longest periodic checkpoint interval: one hour */
+#define AGENT_QUIESCE_MS_MAX  60000u          /* longest quiesce timeout: one minute */
+#define AGENT_MAX_CHAIN_MAX   100000u         /* max_chain at most (RTCR_IMAGE_MAX_EPOCHS) */
+#define AGENT_GRANULARITY_MAX (1u << 30) /* largest tracking unit (RTCR_DIRTY_MAX_GRANULARITY) */
+#define AGENT_DIRTY_AUTO      (-1)       /* dirty_tracking = auto: the best the kernel has */
+
+/* What the agent does when a target crashes (targets/NAME/on_crash). */
+enum agent_on_crash {
+    AGENT_ON_CRASH_NONE = 0, /* leave it failed */
+    AGENT_ON_CRASH_RESTART,  /* start it fresh (construct runs again) */
+    AGENT_ON_CRASH_RESTORE,  /* restore it from its newest checkpoint epoch */
+    AGENT_ON_CRASH_MAX
+};
 
 /* One extra ROM module of a target. */
 typedef struct agent_rom_conf {
@@ -56,6 +70,12 @@ typedef struct agent_target_conf {
     size_t n_roms;                         /* number of roms */
     char *services[AGENT_SERVICES_MAX];    /* services the target provides */
     size_t n_services;                     /* number of services */
+    unsigned checkpoint_ms;                /* periodic checkpoint interval, 0 = off */
+    enum agent_on_crash on_crash;          /* crash policy */
+    int dirty_mode;                        /* rtcr_dirty_mode_t or AGENT_DIRTY_AUTO */
+    size_t granularity;                    /* dirty-tracking unit in bytes */
+    unsigned quiesce_ms;                   /* how long entrypoints may take to reach a wait */
+    unsigned max_chain;                    /* compact the chain beyond this many epochs (0 never) */
 } agent_target_conf_t;
 
 /* One simulated sensor: the agent fires interrupt `line` every `period_ms`. */
@@ -105,6 +125,9 @@ int agent_parse_size(const char *s, size_t *ret_size);
 int agent_parse_uint(const char *s, unsigned max, unsigned *ret_value);
 /* Parse a boolean: 1/0, true/false, yes/no, on/off. -EINVAL otherwise. */
 int agent_parse_bool(const char *s, bool *ret_value);
+/* Name of a crash policy as written in the config ("none", "restart", "restore"); "?" if out
+ * of range. */
+const char *agent_on_crash_name(enum agent_on_crash p);
 /* Whether s is a valid target/ECU/sensor name: 1..31 of [A-Za-z0-9_-], not starting with '-'. */
 bool agent_name_is_valid(const char *s);
 

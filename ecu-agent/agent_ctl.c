@@ -22,6 +22,21 @@ static void why_set(char *why, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
+/* A decimal epoch number >= 1 without sign or leading zero. */
+static bool parse_epoch(const char *s, uint64_t *ret)
+{
+    uint64_t v = 0;
+    if (!*s || *s == '0' || strlen(s) > 19)
+        return false;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *ret = v;
+    return true;
+}
+
 int agent_ctl_req_parse(zmsg_t *body, agent_ctl_req_t *ret_req, char *why, size_t why_len)
 {
     size_t nframes = zmsg_size(body);
@@ -66,11 +81,11 @@ int agent_ctl_req_parse(zmsg_t *body, agent_ctl_req_t *ret_req, char *why, size_
         return -EOPNOTSUPP;
     }
     const agent_cmd_info_t *info = &agent_cmd_table()[cmd];
-    if (nframes - 1 != info->nargs) {
+    if (nframes - 1 < info->nargs || nframes - 1 > info->nargs + info->nopt) {
         why_set(why, why_len, "usage: %s%s%s", info->name, *info->usage ? " " : "", info->usage);
         return -EINVAL;
     }
-    agent_ctl_req_t req = {.cmd = (enum agent_cmd)cmd, .argc = info->nargs};
+    agent_ctl_req_t req = {.cmd = (enum agent_cmd)cmd, .argc = (unsigned)(nframes - 1)};
     for (unsigned a = 0; a < req.argc; a++) {
         size_t n = zframe_size((zframe_t *)f[a + 1]);
         memcpy(req.args[a], zframe_data((zframe_t *)f[a + 1]), n);
@@ -82,8 +97,16 @@ int agent_ctl_req_parse(zmsg_t *body, agent_ctl_req_t *ret_req, char *why, size_
     case AGENT_CMD_KILL:
     case AGENT_CMD_CAPS:
     case AGENT_CMD_LOG:
+    case AGENT_CMD_CHECKPOINT:
+    case AGENT_CMD_RESTORE:
+    case AGENT_CMD_IMAGES:
         if (!agent_name_is_valid(req.args[0])) {
             why_set(why, why_len, "'%.40s' is not a valid target name", req.args[0]);
+            return -EINVAL;
+        }
+        if (req.cmd == AGENT_CMD_RESTORE && req.argc == 2 &&
+            !parse_epoch(req.args[1], &req.epoch)) {
+            why_set(why, why_len, "'%.40s' is not an epoch number (1, 2, ...)", req.args[1]);
             return -EINVAL;
         }
         break;

@@ -28,6 +28,7 @@
 #include <czmq.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -49,13 +50,18 @@ enum agent_cmd {
     AGENT_CMD_LOG,         /* log NAME: recent LOG lines */
     AGENT_CMD_IRQ,         /* irq LINE: fire an interrupt line */
     AGENT_CMD_STATUS,      /* ECU status */
+    AGENT_CMD_CHECKPOINT,  /* checkpoint NAME: take one epoch now */
+    AGENT_CMD_RESTORE,     /* restore NAME [EPOCH]: restore a stopped/failed target */
+    AGENT_CMD_IMAGES,      /* images NAME: the epochs of the target's image */
+    AGENT_CMD_CHECK,       /* what this ECU supports (dirty tracking, kernel, state dir) */
     AGENT_CMD_MAX
 };
 
 /* One command of the protocol. */
 typedef struct agent_cmd_info {
     const char *name;  /* command word (first frame) */
-    unsigned nargs;    /* exact number of arguments */
+    unsigned nargs;    /* required arguments */
+    unsigned nopt;     /* optional arguments after the required ones */
     const char *usage; /* argument synopsis for help texts, "" if none */
     const char *help;  /* one-line description */
 } agent_cmd_info_t;
@@ -64,15 +70,23 @@ typedef struct agent_cmd_info {
 static inline const agent_cmd_info_t *agent_cmd_table(void)
 {
     static const agent_cmd_info_t table[AGENT_CMD_MAX] = {
-        [AGENT_CMD_TARGETS] = {"targets", 0, "",
-                               "list targets: state, pid, restarts, RAM, failure"},
-        [AGENT_CMD_START] = {"start", 1, "NAME", "start a stopped or failed target"},
-        [AGENT_CMD_STOP] = {"stop", 1, "NAME", "stop a running target on purpose"},
-        [AGENT_CMD_KILL] = {"kill", 1, "NAME", "SIGKILL a target (simulated crash: it fails)"},
-        [AGENT_CMD_CAPS] = {"caps", 1, "NAME", "dump the capability space of a running target"},
-        [AGENT_CMD_LOG] = {"log", 1, "NAME", "recent LOG lines of a target"},
-        [AGENT_CMD_IRQ] = {"irq", 1, "LINE", "fire simulated interrupt line LINE (0..255)"},
-        [AGENT_CMD_STATUS] = {"status", 0, "", "ECU name, uptime, target counts, RAM"},
+        [AGENT_CMD_TARGETS] = {"targets", 0, 0, "",
+                               "list targets: state, pid, restarts, RAM, last epoch, failure"},
+        [AGENT_CMD_START] = {"start", 1, 0, "NAME", "start a stopped or failed target"},
+        [AGENT_CMD_STOP] = {"stop", 1, 0, "NAME", "stop a running target on purpose"},
+        [AGENT_CMD_KILL] = {"kill", 1, 0, "NAME", "SIGKILL a target (simulated crash: it fails)"},
+        [AGENT_CMD_CAPS] = {"caps", 1, 0, "NAME", "dump the capability space of a running target"},
+        [AGENT_CMD_LOG] = {"log", 1, 0, "NAME", "recent LOG lines of a target"},
+        [AGENT_CMD_IRQ] = {"irq", 1, 0, "LINE", "fire simulated interrupt line LINE (0..255)"},
+        [AGENT_CMD_STATUS] = {"status", 0, 0, "", "ECU name, uptime, target counts, RAM"},
+        [AGENT_CMD_CHECKPOINT] = {"checkpoint", 1, 0, "NAME",
+                                  "checkpoint a running target now (one epoch)"},
+        [AGENT_CMD_RESTORE] = {"restore", 1, 1, "NAME [EPOCH]",
+                               "restore a stopped or failed target (newest epoch by default)"},
+        [AGENT_CMD_IMAGES] = {"images", 1, 0, "NAME",
+                              "the epochs of a target's image, each verified"},
+        [AGENT_CMD_CHECK] = {"check", 0, 0, "",
+                             "what this ECU supports: dirty tracking, kernel, state dir"},
     };
     return table;
 }
@@ -110,6 +124,7 @@ typedef struct agent_ctl_req {
     unsigned argc;                                                /* arguments used */
     char args[AGENT_CTL_FRAMES_MAX - 1][AGENT_CTL_FRAME_MAX + 1]; /* NUL-terminated */
     unsigned irq_line;                                            /* AGENT_CMD_IRQ: the line */
+    uint64_t epoch; /* AGENT_CMD_RESTORE: the epoch (0: the newest) */
 } agent_ctl_req_t;
 
 /* Validate a request body (frames after the envelope; borrowed). On success fills *ret_req.

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RIGHT_R 4u /* RTCR_CAP_R */
 #define RIGHT_W 1u /* RTCR_CAP_W */
@@ -51,6 +52,17 @@ const char *agent_size_string(size_t bytes, char *buf, size_t len)
         snprintf(buf, len, "%zu%c", bytes >> (10 * (u + 1)), units[u]);
     else
         snprintf(buf, len, "%.1f%c", v, units[u]);
+    return buf;
+}
+
+const char *agent_usec_string(uint64_t usec, char *buf, size_t len)
+{
+    if (usec < 1000)
+        snprintf(buf, len, "%lluus", (unsigned long long)usec);
+    else if (usec < 1000000)
+        snprintf(buf, len, "%.1fms", (double)usec / 1000.0);
+    else
+        snprintf(buf, len, "%.2fs", (double)usec / 1000000.0);
     return buf;
 }
 
@@ -160,6 +172,38 @@ static int finish(agent_json_t **j, text_t *t, char **ret_json, char **ret_text)
     return 0;
 }
 
+static void json_last_epoch(agent_json_t *j, const agent_epoch_stats_t *e)
+{
+    agent_json_object_begin(j);
+    agent_json_key(j, "epoch");
+    agent_json_uint(j, e->epoch);
+    agent_json_key(j, "full");
+    agent_json_bool(j, e->full);
+    agent_json_key(j, "freeze_usec");
+    agent_json_uint(j, e->freeze_usec);
+    agent_json_key(j, "pages_scanned");
+    agent_json_uint(j, e->pages_scanned);
+    agent_json_key(j, "pages_written");
+    agent_json_uint(j, e->pages_written);
+    agent_json_key(j, "bytes_raw");
+    agent_json_uint(j, e->bytes_raw);
+    agent_json_key(j, "bytes_stored");
+    agent_json_uint(j, e->bytes_stored);
+    agent_json_key(j, "encode_usec");
+    agent_json_uint(j, e->encode_usec);
+    agent_json_object_end(j);
+}
+
+/* "epoch 42 pause 180us 3 pages" ("full" added for a full epoch) */
+static const char *epoch_cell(const agent_epoch_stats_t *e, char *buf, size_t len)
+{
+    char us[16];
+    snprintf(buf, len, "epoch %llu%s pause %s %llu page%s", (unsigned long long)e->epoch,
+             e->full ? " full" : "", agent_usec_string(e->freeze_usec, us, sizeof(us)),
+             (unsigned long long)e->pages_written, e->pages_written == 1 ? "" : "s");
+    return buf;
+}
+
 int agent_render_targets(const agent_target_row_t *rows, size_t n, char **ret_json, char **ret_text)
 {
     agent_json_t *j = agent_json_new();
@@ -187,14 +231,22 @@ int agent_render_targets(const agent_target_row_t *rows, size_t n, char **ret_js
         agent_json_uint(j, r->ram_used);
         agent_json_key(j, "failure");
         agent_json_string(j, r->failure);
+        agent_json_key(j, "last_epoch");
+        if (r->last_epoch)
+            json_last_epoch(j, r->last_epoch);
+        else
+            agent_json_null(j);
         agent_json_object_end(j);
     }
     agent_json_array_end(j);
 
-    /* columns: NAME STATE PID RESTARTS RAM FAILURE */
-    char pid[16], ram[48], a[16], b[16];
-    size_t w_name = 4, w_state = 5, w_pid = 3, w_rs = 8, w_ram = 3;
+    /* columns: NAME STATE PID RESTARTS RAM [LAST EPOCH] FAILURE; LAST EPOCH only once some
+     * target has been checkpointed */
+    char pid[16], ram[48], a[16], b[16], ep[96];
+    size_t w_name = 4, w_state = 5, w_pid = 3, w_rs = 8, w_ram = 3, w_ep = 0;
     for (size_t i = 0; i < n; i++) {
+        if (rows[i].last_epoch)
+            w_ep = max_sz(max_sz(w_ep, 10), strlen(epoch_cell(rows[i].last_epoch, ep, sizeof(ep))));
         w_name = max_sz(w_name, strlen(rows[i].name));
         w_state = max_sz(w_state, strlen(rows[i].state));
         w_pid = max_sz(w_pid, (size_t)snprintf(pid, sizeof(pid), "%d", (int)rows[i].pid));
@@ -210,6 +262,8 @@ int agent_render_targets(const agent_target_row_t *rows, size_t n, char **ret_js
         cell(&t, "PID", w_pid + 2);
         cell(&t, "RESTARTS", w_rs + 2);
         cell(&t, "RAM", w_ram + 2);
+        if (w_ep)
+            cell(&t, "LAST EPOCH", w_ep + 2);
         cell(&t, "FAILURE", 0);
         tput(&t, "\n", 1);
     }
@@ -228,6 +282,8 @@ int agent_render_targets(const agent_target_row_t *rows, size_t n, char **ret_js
         cell(&t, pid, w_pid + 2);
         cell(&t, rs, w_rs + 2);
         cell(&t, ram, w_ram + 2);
+        if (w_ep)
+            cell(&t, r->last_epoch ? epoch_cell(r->last_epoch, ep, sizeof(ep)) : "-", w_ep + 2);
         cell(&t, r->failure ? r->failure : "-", 0);
         tput(&t, "\n", 1);
     }
@@ -351,5 +407,253 @@ int agent_render_status(const agent_status_t *st, char **ret_json, char **ret_te
     tprintf(&t, "control:   ");
     tput_safe(&t, st->control);
     tput(&t, "\n", 1);
+    return finish(&j, &t, ret_json, ret_text);
+}
+
+int agent_render_checkpoint(const char *target, const agent_epoch_stats_t *s, char **ret_json,
+                            char **ret_text)
+{
+    agent_json_t *j = agent_json_new();
+    text_t t = {0};
+    char a[16], b[16];
+    if (!j)
+        return -ENOMEM;
+    agent_json_object_begin(j);
+    agent_json_key(j, "target");
+    agent_json_string(j, target);
+    agent_json_key(j, "epoch");
+    agent_json_uint(j, s->epoch);
+    agent_json_key(j, "full");
+    agent_json_bool(j, s->full);
+    agent_json_key(j, "quiesce_usec");
+    agent_json_uint(j, s->quiesce_usec);
+    agent_json_key(j, "freeze_usec");
+    agent_json_uint(j, s->freeze_usec);
+    agent_json_key(j, "pages_scanned");
+    agent_json_uint(j, s->pages_scanned);
+    agent_json_key(j, "pages_written");
+    agent_json_uint(j, s->pages_written);
+    agent_json_key(j, "bytes_raw");
+    agent_json_uint(j, s->bytes_raw);
+    agent_json_key(j, "bytes_stored");
+    agent_json_uint(j, s->bytes_stored);
+    agent_json_key(j, "encode_usec");
+    agent_json_uint(j, s->encode_usec);
+    agent_json_key(j, "write_usec");
+    agent_json_uint(j, s->write_usec);
+    agent_json_object_end(j);
+
+    /* in the manner of CRIU's dump statistics */
+    tprintf(&t, "checkpoint of '");
+    tput_safe(&t, target);
+    tprintf(&t, "': epoch %llu (%s)\n", (unsigned long long)s->epoch,
+            s->full ? "full" : "incremental");
+    tprintf(&t, "  quiesce:         %s\n", agent_usec_string(s->quiesce_usec, a, sizeof(a)));
+    tprintf(&t, "  freeze (pause):  %s\n", agent_usec_string(s->freeze_usec, a, sizeof(a)));
+    tprintf(&t, "  pages scanned:   %llu\n", (unsigned long long)s->pages_scanned);
+    tprintf(&t, "  pages written:   %llu\n", (unsigned long long)s->pages_written);
+    tprintf(&t, "  bytes raw:       %llu (%s)\n", (unsigned long long)s->bytes_raw,
+            agent_size_string((size_t)s->bytes_raw, b, sizeof(b)));
+    tprintf(&t, "  bytes stored:    %llu (%s)\n", (unsigned long long)s->bytes_stored,
+            agent_size_string((size_t)s->bytes_stored, b, sizeof(b)));
+    tprintf(&t, "  encode:          %s\n", agent_usec_string(s->encode_usec, a, sizeof(a)));
+    tprintf(&t, "  write:           %s\n", agent_usec_string(s->write_usec, a, sizeof(a)));
+    return finish(&j, &t, ret_json, ret_text);
+}
+
+/* usec since the epoch as "2026-11-21T11:08:54.701Z" (utc) or "2026-11-21 11:08:54.701" */
+static const char *time_string(uint64_t usec, bool utc, char *buf, size_t len)
+{
+    time_t sec = (time_t)(usec / 1000000u);
+    struct tm tm;
+    if (!(utc ? gmtime_r(&sec, &tm) : localtime_r(&sec, &tm))) {
+        snprintf(buf, len, "?");
+        return buf;
+    }
+    char d[32];
+    strftime(d, sizeof(d), utc ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(buf, len, "%s.%03u%s", d, (unsigned)(usec / 1000u % 1000u), utc ? "Z" : "");
+    return buf;
+}
+
+int agent_render_images(const char *target, const agent_image_row_t *rows, size_t n,
+                        const char *note, char **ret_json, char **ret_text)
+{
+    agent_json_t *j = agent_json_new();
+    text_t t = {0};
+    char tm[48];
+    if (!j)
+        return -ENOMEM;
+    agent_json_array_begin(j);
+    for (size_t i = 0; i < n; i++) {
+        const agent_image_row_t *r = &rows[i];
+        agent_json_object_begin(j);
+        agent_json_key(j, "epoch");
+        agent_json_uint(j, r->epoch);
+        agent_json_key(j, "kind");
+        agent_json_string(j, r->full ? "full" : "incremental");
+        agent_json_key(j, "parent");
+        if (r->full)
+            agent_json_null(j);
+        else
+            agent_json_uint(j, r->parent);
+        agent_json_key(j, "compacted_from");
+        if (r->compacted_from)
+            agent_json_uint(j, r->compacted_from);
+        else
+            agent_json_null(j);
+        agent_json_key(j, "bytes");
+        agent_json_uint(j, r->bytes);
+        agent_json_key(j, "pages_written");
+        agent_json_uint(j, r->pages_written);
+        agent_json_key(j, "pages_zero");
+        agent_json_uint(j, r->pages_zero);
+        agent_json_key(j, "freeze_usec");
+        agent_json_uint(j, r->freeze_usec);
+        agent_json_key(j, "encode_usec");
+        agent_json_uint(j, r->encode_usec);
+        agent_json_key(j, "created_usec");
+        agent_json_uint(j, r->created_usec);
+        agent_json_key(j, "created");
+        agent_json_string(j, time_string(r->created_usec, true, tm, sizeof(tm)));
+        agent_json_key(j, "verified");
+        agent_json_bool(j, r->verified);
+        agent_json_key(j, "error");
+        agent_json_string(j, r->verified ? NULL : (r->error ? r->error : "not verified"));
+        agent_json_object_end(j);
+    }
+    agent_json_array_end(j);
+
+    if (n == 0) {
+        tprintf(&t, "no image of '");
+        tput_safe(&t, target);
+        tprintf(&t, "'\n");
+    } else {
+        tprintf(&t, "%-6s  %-11s  %-6s  %-7s  %-6s  %-5s  %-7s  %-7s  %-23s  %s\n", "EPOCH", "KIND",
+                "PARENT", "SIZE", "PAGES", "ZERO", "FREEZE", "ENCODE", "CREATED", "VERIFIED");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const agent_image_row_t *r = &rows[i];
+        char parent[24], size[16], fr[16], en[16];
+        if (r->full)
+            snprintf(parent, sizeof(parent), "-");
+        else
+            snprintf(parent, sizeof(parent), "%llu", (unsigned long long)r->parent);
+        tprintf(&t, "%-6llu  %-11s  %-6s  %-7s  %-6llu  %-5llu  %-7s  %-7s  %-23s  ",
+                (unsigned long long)r->epoch,
+                r->compacted_from ? "compacted"
+                : r->full         ? "full"
+                                  : "incremental",
+                parent, agent_size_string((size_t)r->bytes, size, sizeof(size)),
+                (unsigned long long)r->pages_written, (unsigned long long)r->pages_zero,
+                agent_usec_string(r->freeze_usec, fr, sizeof(fr)),
+                agent_usec_string(r->encode_usec, en, sizeof(en)),
+                time_string(r->created_usec, false, tm, sizeof(tm)));
+        if (r->verified) {
+            tprintf(&t, "yes\n");
+        } else {
+            tprintf(&t, "NO: ");
+            tput_safe(&t, r->error ? r->error : "not verified");
+            tput(&t, "\n", 1);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].compacted_from) {
+            tprintf(&t, "epoch %llu is epochs %llu..%llu compacted into one full epoch\n",
+                    (unsigned long long)rows[i].epoch, (unsigned long long)rows[i].compacted_from,
+                    (unsigned long long)rows[i].epoch);
+            break;
+        }
+    if (note && *note) {
+        tput_safe(&t, note);
+        tput(&t, "\n", 1);
+    }
+    return finish(&j, &t, ret_json, ret_text);
+}
+
+int agent_render_check(const agent_check_t *c, char **ret_json, char **ret_text)
+{
+    agent_json_t *j = agent_json_new();
+    text_t t = {0};
+    bool has_reason = c->dirty_reason && *c->dirty_reason;
+    if (!j)
+        return -ENOMEM;
+    agent_json_object_begin(j);
+    agent_json_key(j, "ecu");
+    agent_json_string(j, c->ecu);
+    agent_json_key(j, "kernel");
+    agent_json_string(j, c->kernel);
+    agent_json_key(j, "dirty_tracking");
+    agent_json_object_begin(j);
+    agent_json_key(j, "mode");
+    agent_json_string(j, c->dirty_mode);
+    agent_json_key(j, "reason");
+    agent_json_string(j, has_reason ? c->dirty_reason : NULL);
+    agent_json_object_end(j);
+    agent_json_key(j, "futex_waitv");
+    agent_json_bool(j, c->futex_waitv);
+    agent_json_key(j, "state_dir");
+    agent_json_object_begin(j);
+    agent_json_key(j, "path");
+    agent_json_string(j, c->state_dir);
+    agent_json_key(j, "writable");
+    agent_json_bool(j, c->state_dir_writable);
+    agent_json_key(j, "error");
+    agent_json_string(j, c->state_dir_writable ? NULL : c->state_dir_error);
+    agent_json_object_end(j);
+    agent_json_key(j, "targets");
+    agent_json_array_begin(j);
+    for (size_t i = 0; i < c->n_targets; i++) {
+        const agent_check_target_t *tg = &c->targets[i];
+        agent_json_object_begin(j);
+        agent_json_key(j, "name");
+        agent_json_string(j, tg->name);
+        agent_json_key(j, "checkpoint_ms");
+        agent_json_uint(j, tg->checkpoint_ms);
+        agent_json_key(j, "on_crash");
+        agent_json_string(j, tg->on_crash);
+        agent_json_key(j, "dirty_tracking");
+        agent_json_string(j, tg->configured);
+        agent_json_key(j, "effective");
+        agent_json_string(j, tg->effective);
+        agent_json_object_end(j);
+    }
+    agent_json_array_end(j);
+    agent_json_object_end(j);
+
+    tprintf(&t, "ecu:             ");
+    tput_safe(&t, c->ecu);
+    tprintf(&t, "\nkernel:          ");
+    tput_safe(&t, c->kernel);
+    tprintf(&t, "\ndirty tracking:  ");
+    tput_safe(&t, c->dirty_mode);
+    if (has_reason) {
+        tprintf(&t, " (uffd-wp unavailable: ");
+        tput_safe(&t, c->dirty_reason);
+        tput(&t, ")", 1);
+    }
+    tprintf(&t, "\nfutex_waitv:     %s\n", c->futex_waitv ? "available" : "not available");
+    tprintf(&t, "state dir:       ");
+    tput_safe(&t, c->state_dir);
+    if (c->state_dir_writable) {
+        tprintf(&t, " (writable)\n");
+    } else {
+        tprintf(&t, " (NOT writable: ");
+        tput_safe(&t, c->state_dir_error ? c->state_dir_error : "unknown");
+        tprintf(&t, ")\n");
+    }
+    for (size_t i = 0; i < c->n_targets; i++) {
+        const agent_check_target_t *tg = &c->targets[i];
+        tprintf(&t, "target ");
+        tput_safe(&t, tg->name);
+        if (tg->checkpoint_ms)
+            tprintf(&t, ": checkpoint every %u ms", tg->checkpoint_ms);
+        else
+            tprintf(&t, ": no periodic checkpoints");
+        tprintf(&t, ", on_crash %s, dirty tracking %s", tg->on_crash, tg->configured);
+        if (strcmp(tg->configured, tg->effective) != 0)
+            tprintf(&t, " -> %s", tg->effective);
+        tput(&t, "\n", 1);
+    }
     return finish(&j, &t, ret_json, ret_text);
 }

@@ -4,12 +4,24 @@
  *
  * JSON shapes (docs/operator-guide.md):
  *   targets: [{"name", "state", "pid" (int|null), "restarts", "ram_quota", "ram_used",
- *              "failure" (string|null)}]
+ *              "failure" (string|null), "last_epoch" (object|null: "epoch", "full",
+ *              "freeze_usec", "pages_scanned", "pages_written", "bytes_raw", "bytes_stored",
+ *              "encode_usec")}]
  *   caps:    [{"slot", "type" (task|thread|gate|irq), "badge" (int|null), "rights" ("rws"...),
  *              "stale", "object"}]
  *   log:     ["line", ...]
  *   status:  {"name", "pid", "uptime_ms", "targets", "running", "failed", "ram_total",
  *             "ram_quota", "ram_used", "sensors", "control"}
+ *   checkpoint: {"target", "epoch", "full", "quiesce_usec", "freeze_usec", "pages_scanned",
+ *             "pages_written", "bytes_raw", "bytes_stored", "encode_usec", "write_usec"}
+ *   images:  [{"epoch", "kind" (full|incremental), "parent" (int|null), "compacted_from"
+ *             (int|null), "bytes", "pages_written", "pages_zero", "freeze_usec",
+ *             "encode_usec", "created_usec", "created" (UTC, ISO 8601), "verified",
+ *             "error" (string|null)}]
+ *   check:   {"ecu", "kernel", "dirty_tracking": {"mode", "reason" (string|null)},
+ *             "futex_waitv", "state_dir": {"path", "writable", "error" (string|null)},
+ *             "targets": [{"name", "checkpoint_ms", "on_crash", "dirty_tracking",
+ *             "effective"}]}
  * Text output replaces control characters coming from targets with '?' so that a target
  * cannot drive the operator's terminal.
  */
@@ -21,6 +33,20 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* Statistics of one checkpoint epoch, as the runtime reports them (rtcr_epoch_stats_t). */
+typedef struct agent_epoch_stats {
+    uint64_t epoch;         /* epoch number */
+    bool full;              /* a full epoch (no parent) */
+    uint64_t quiesce_usec;  /* from the request until every entrypoint waited */
+    uint64_t freeze_usec;   /* how long the target was paused */
+    uint64_t pages_scanned; /* pages the dirty tracker looked at */
+    uint64_t pages_written; /* pages copied into the epoch */
+    uint64_t bytes_raw;     /* page bytes before compression */
+    uint64_t bytes_stored;  /* epoch bytes after compression and framing */
+    uint64_t encode_usec;   /* compress + hash + frame, while the target runs */
+    uint64_t write_usec;    /* writing the epoch file */
+} agent_epoch_stats_t;
+
 /* One target as `ecuctl targets` shows it. Strings borrowed. */
 typedef struct agent_target_row {
     const char *name;    /* target name */
@@ -30,6 +56,7 @@ typedef struct agent_target_row {
     size_t ram_quota;    /* bytes */
     size_t ram_used;     /* bytes */
     const char *failure; /* failure text when failed, else NULL */
+    const agent_epoch_stats_t *last_epoch; /* newest epoch taken, NULL if none (borrowed) */
 } agent_target_row_t;
 
 /* Capability object types as the protocol names them. */
@@ -67,12 +94,62 @@ typedef struct agent_status {
     const char *control;  /* control socket path */
 } agent_status_t;
 
+/* One epoch of a target's image for `ecuctl images`. Strings borrowed. */
+typedef struct agent_image_row {
+    uint64_t epoch;          /* epoch number */
+    bool full;               /* a full epoch */
+    uint64_t parent;         /* parent epoch, 0 for a full one */
+    uint64_t compacted_from; /* first epoch merged into it by compaction, 0 if none */
+    uint64_t bytes;          /* size of the epoch (its file) in bytes */
+    uint64_t pages_written;  /* 4 KiB pages stored with payload */
+    uint64_t pages_zero;     /* 4 KiB pages stored as zero runs */
+    uint64_t freeze_usec;    /* pause of the target for this epoch */
+    uint64_t encode_usec;    /* compress, hash and frame */
+    uint64_t created_usec;   /* creation time, CLOCK_REALTIME microseconds */
+    bool verified;           /* the epoch's bytes parsed again with every hash checked */
+    const char *error;       /* why verification failed, NULL if verified */
+} agent_image_row_t;
+
+/* What one target is configured to do about checkpoints, for `ecuctl check`. */
+typedef struct agent_check_target {
+    const char *name;       /* target name */
+    unsigned checkpoint_ms; /* periodic interval, 0 = off */
+    const char *on_crash;   /* "none", "restart", "restore" */
+    const char *configured; /* dirty_tracking as configured ("auto", "uffd-wp", ...) */
+    const char *effective;  /* the mode that will be used ("uffd-wp", "hash", "full") */
+} agent_check_target_t;
+
+/* What the ECU supports, for `ecuctl check`. Strings borrowed. */
+typedef struct agent_check {
+    const char *ecu;                     /* ECU name */
+    const char *kernel;                  /* "Linux 6.18.0 x86_64" */
+    const char *dirty_mode;              /* best dirty-tracking mode ("uffd-wp", "hash") */
+    const char *dirty_reason;            /* why uffd-wp is unavailable, NULL or "" if it is */
+    bool futex_waitv;                    /* futex_waitv(2) is available */
+    const char *state_dir;               /* ecu/state_dir */
+    bool state_dir_writable;             /* a file could be created there */
+    const char *state_dir_error;         /* why not, NULL if writable */
+    const agent_check_target_t *targets; /* per target */
+    size_t n_targets;                    /* entries of targets */
+} agent_check_t;
+
 /* Each renderer returns 0 and two malloc'ed strings (caller frees) or -ENOMEM and nothing. */
 int agent_render_targets(const agent_target_row_t *rows, size_t n, char **ret_json,
                          char **ret_text);
 int agent_render_caps(const agent_cap_row_t *rows, size_t n, char **ret_json, char **ret_text);
 int agent_render_log(const char *const *lines, size_t n, char **ret_json, char **ret_text);
 int agent_render_status(const agent_status_t *st, char **ret_json, char **ret_text);
+/* The result of `checkpoint NAME`. */
+int agent_render_checkpoint(const char *target, const agent_epoch_stats_t *s, char **ret_json,
+                            char **ret_text);
+/* The epochs of `target`'s image, oldest first; `note` (may be NULL) is appended to the text
+ * (e.g. what loading the image from the state dir dropped). Times in the text are local. */
+int agent_render_images(const char *target, const agent_image_row_t *rows, size_t n,
+                        const char *note, char **ret_json, char **ret_text);
+int agent_render_check(const agent_check_t *c, char **ret_json, char **ret_text);
+
+/* A duration for humans: "180us" below a millisecond, else "3.2ms", "1.25s". buf >= 16. */
+const char *agent_usec_string(uint64_t usec, char *buf, size_t len);
 
 /* Rights as letters in the order r, w, s, d ("rws"; "" for none). buf needs 5 bytes. */
 const char *agent_rights_string(unsigned rights, char buf[5]);

@@ -11,6 +11,16 @@
  * the loop logs and acts on the records. A full pipe drops records and counts the drops,
  * never blocks a runtime thread.
  *
+ * Checkpoints: a target with checkpoint_ms > 0 gets a zloop timer while it runs (armed when
+ * the runtime reports it started, ended when it exits) that takes one epoch per tick; a failing
+ * checkpoint is logged once per distinct cause (agent_latch_t), not at every tick. When a target
+ * crashes, its on_crash policy applies: none, restart (fresh), or restore (from its newest
+ * epoch, in place; if that fails the error is logged and the target stays failed). More than
+ * RECOVER_BURST automatic recoveries within RECOVER_WINDOW_USEC suspend the policy for that
+ * target, so a target that crashes right after every restore does not spin. Epochs are written
+ * to ecu/state_dir/TARGET/, and loaded from there at start, so that a target can be restored
+ * after the agent itself restarted.
+ *
  * Exit status: 0 after an orderly shutdown (or a successful --check), 1 on a config or
  * start-up error, 2 on a usage error.
  */
@@ -29,15 +39,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <rtcr/dirty.h>
 #include <rtcr/ecu.h>
+#include <rtcr/image.h>
 
+#include "agent_ckpt.h"
 #include "agent_config.h"
 #include "agent_ctl.h"
+#include "agent_json.h"
 #include "agent_log.h"
 #include "agent_render.h"
 
-#define RECORD_TEXT_MAX 400       /* detail or LOG line bytes kept per record */
-#define PIPE_BYTES      (1 << 20) /* requested capacity of the record pipes */
+#define RECORD_TEXT_MAX     400       /* detail or LOG line bytes kept per record */
+#define PIPE_BYTES          (1 << 20) /* requested capacity of the record pipes */
+#define RECOVER_BURST       5         /* automatic recoveries allowed within RECOVER_WINDOW_USEC */
+#define RECOVER_WINDOW_USEC (10u * 1000000u)
+#define ERR_MAX             512 /* bytes of a runtime error message */
 
 /* What a runtime thread hands to the loop. */
 enum record_kind {
@@ -62,6 +79,18 @@ typedef struct sensor {
     uint64_t fired;                  /* times fired */
 } sensor_t;
 
+/* The agent's checkpoint state of one target. */
+typedef struct tstate {
+    const agent_target_conf_t *conf;    /* its config (borrowed from agent->cfg) */
+    rtcr_target_t *t;                   /* the runtime's target (borrowed from agent->ecu) */
+    int timer;                          /* zloop timer of periodic checkpoints, -1 if none */
+    agent_latch_t latch;                /* periodic checkpoint failures */
+    uint64_t recoveries[RECOVER_BURST]; /* monotonic times of automatic recoveries (ring) */
+    unsigned n_recoveries;              /* automatic recoveries so far */
+    char image_note[ERR_MAX];           /* what loading the image at start dropped, or why
+                                           nothing could be loaded; "" if nothing */
+} tstate_t;
+
 /* The daemon's context: everything hangs off this. */
 typedef struct agent {
     agent_config_t *cfg;                 /* validated config (owned) */
@@ -74,6 +103,7 @@ typedef struct agent {
     atomic_uint dropped;                 /* records dropped because a pipe was full */
     unsigned dropped_reported;           /* drops already logged */
     sensor_t sensors[AGENT_SENSORS_MAX]; /* one per configured sensor */
+    tstate_t tstates[AGENT_TARGETS_MAX]; /* one per configured target, in config order */
     uint64_t start_usec;                 /* monotonic start time */
     bool watchdog;                       /* systemd watchdog enabled */
 } agent_t;
@@ -148,6 +178,230 @@ static void notify_status(agent_t *a)
                c.failed);
 }
 
+/* ---- checkpoint policy -------------------------------------------------------------------- */
+
+static tstate_t *tstate_find(agent_t *a, const char *name)
+{
+    for (size_t i = 0; i < a->cfg->n_targets; i++)
+        if (a->tstates[i].t && strcmp(a->tstates[i].conf->name, name) == 0)
+            return &a->tstates[i];
+    return NULL;
+}
+
+static agent_epoch_stats_t stats_of(const rtcr_epoch_stats_t *s)
+{
+    return (agent_epoch_stats_t){
+        .epoch = s->epoch,
+        .full = s->full,
+        .quiesce_usec = s->quiesce_usec,
+        .freeze_usec = s->freeze_usec,
+        .pages_scanned = s->pages_scanned,
+        .pages_written = s->pages_written,
+        .bytes_raw = s->bytes_raw,
+        .bytes_stored = s->bytes_stored,
+        .encode_usec = s->encode_usec,
+        .write_usec = s->write_usec,
+    };
+}
+
+/* A successful checkpoint: the image in memory is a new one, so a note about the image loaded
+ * at start no longer applies; a run of periodic failures has ended. */
+static void ckpt_succeeded(tstate_t *ts)
+{
+    unsigned n = agent_latch_ok(&ts->latch);
+    if (n)
+        log_notice("checkpoints of '%s' succeed again (after %u failed)", ts->conf->name, n);
+    ts->image_note[0] = '\0';
+}
+
+static int on_ckpt_timer(zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    tstate_t *ts = arg;
+    rtcr_epoch_stats_t st;
+    char err[ERR_MAX] = "";
+    if (rtcr_target_state(ts->t) != RTCR_TARGET_RUNNING)
+        return 0;
+    int r = rtcr_target_checkpoint(ts->t, &st, err, sizeof(err));
+    if (r >= 0) {
+        if (st.epoch == 1 || ts->latch.failures)
+            log_info("periodic checkpoint of '%s': epoch %llu (%s), pause %llu us", ts->conf->name,
+                     (unsigned long long)st.epoch, st.full ? "full" : "incremental",
+                     (unsigned long long)st.freeze_usec);
+        ckpt_succeeded(ts);
+        return 0;
+    }
+    /* a target that died under the checkpoint is reported by its exit, not here */
+    if (r == -ESRCH || rtcr_target_state(ts->t) != RTCR_TARGET_RUNNING)
+        return 0;
+    if (!err[0])
+        snprintf(err, sizeof(err), "%s", strerror(-r));
+    if (agent_latch_fail(&ts->latch, err))
+        log_warning("periodic checkpoint of '%s' failed: %s (repeats of this cause are not "
+                    "logged)",
+                    ts->conf->name, err);
+    return 0; /* never end the loop */
+}
+
+static void ckpt_timer_arm(agent_t *a, tstate_t *ts)
+{
+    if (!ts->conf->checkpoint_ms || ts->timer >= 0)
+        return;
+    ts->timer = zloop_timer(a->loop, ts->conf->checkpoint_ms, 0, on_ckpt_timer, ts);
+    if (ts->timer < 0)
+        log_error("target '%s': cannot arm the checkpoint timer (out of memory)", ts->conf->name);
+    else
+        log_debug("target '%s': checkpoint every %u ms", ts->conf->name, ts->conf->checkpoint_ms);
+}
+
+static void ckpt_timer_end(agent_t *a, tstate_t *ts)
+{
+    if (ts->timer < 0)
+        return;
+    zloop_timer_end(a->loop, ts->timer);
+    ts->timer = -1;
+}
+
+/* Restore ts's target from `epoch` (0: the newest) and log the outcome. On success returns 0
+ * with the epoch used and the time taken; on failure -errno and err names the epoch and the
+ * cause. `how` says who asked ("control", "on_crash"). */
+static int restore_target(tstate_t *ts, uint64_t epoch, const char *how, char *err, size_t errsz,
+                          uint64_t *ret_epoch, uint64_t *ret_usec)
+{
+    const char *name = ts->conf->name;
+    enum rtcr_target_state s = rtcr_target_state(ts->t);
+    const struct rtcr_image *img = rtcr_target_image(ts->t);
+    int r;
+
+    if (s == RTCR_TARGET_RUNNING || s == RTCR_TARGET_STARTING || s == RTCR_TARGET_RESTORING) {
+        snprintf(err, errsz, "target '%s' is %s: stop or kill it first", name,
+                 rtcr_target_state_name(s));
+        return -EBUSY;
+    }
+    if (!img || rtcr_image_count(img) == 0) {
+        if (ts->image_note[0])
+            snprintf(err, errsz, "target '%s' has no usable checkpoint image (state dir: %s)", name,
+                     ts->image_note);
+        else
+            snprintf(err, errsz,
+                     "target '%s' has no checkpoint image (take one with `ecuctl checkpoint` or "
+                     "set checkpoint_ms)",
+                     name);
+        r = -ENOENT;
+    } else {
+        uint64_t want = epoch ? epoch : rtcr_image_last(img);
+        uint64_t t0 = now_usec();
+        r = rtcr_target_restore(ts->t, want, err, errsz);
+        if (r >= 0) {
+            uint64_t usec = now_usec() - t0;
+            log_notice("target '%s' restored from epoch %llu in %.1f ms (%s)", name,
+                       (unsigned long long)want, (double)usec / 1000.0, how);
+            *ret_epoch = want;
+            *ret_usec = usec;
+            return 0;
+        }
+        if (!err[0])
+            snprintf(err, errsz, "restore of '%s' from epoch %llu: %s", name,
+                     (unsigned long long)want, strerror(-r));
+    }
+    log_error("%s (%s)", err, how);
+    return r;
+}
+
+/* Apply the target's on_crash policy after it failed. */
+static void on_crash(tstate_t *ts)
+{
+    const char *name = ts->conf->name;
+    enum agent_on_crash p = ts->conf->on_crash;
+    if (p == AGENT_ON_CRASH_NONE)
+        return;
+    uint64_t now = now_usec();
+    if (ts->n_recoveries >= RECOVER_BURST &&
+        now - ts->recoveries[ts->n_recoveries % RECOVER_BURST] < RECOVER_WINDOW_USEC) {
+        log_error("target '%s' failed %d times within %u s: on_crash=%s suspended, it stays "
+                  "failed (ecuctl start or restore it)",
+                  name, RECOVER_BURST + 1, RECOVER_WINDOW_USEC / 1000000u, agent_on_crash_name(p));
+        return;
+    }
+    ts->recoveries[ts->n_recoveries++ % RECOVER_BURST] = now;
+    if (p == AGENT_ON_CRASH_RESTART) {
+        int r = rtcr_target_start(ts->t);
+        if (r < 0)
+            log_error_errno(r, "on_crash=restart: starting target '%s' failed: %m", name);
+        else
+            log_notice("on_crash=restart: target '%s' restarted fresh (pid %d)", name,
+                       (int)rtcr_target_pid(ts->t));
+        return;
+    }
+    char err[2 * ERR_MAX] = "";
+    uint64_t epoch, usec;
+    if (restore_target(ts, 0, "on_crash=restore", err, sizeof(err), &epoch, &usec) < 0)
+        log_error("on_crash=restore: target '%s' stays failed", name);
+}
+
+/* Hand the checkpoint config to the runtime and load what the state dir holds of each target. */
+static int setup_checkpoints(agent_t *a)
+{
+    int r = agent_state_dir_make(a->cfg->state_dir);
+    if (r < 0)
+        return log_error_errno(r, "%s: ecu/state_dir: cannot create %s: %m", a->cfg->path,
+                               a->cfg->state_dir);
+    bool want_probe = false;
+    for (size_t i = 0; i < a->cfg->n_targets; i++) {
+        const agent_target_conf_t *tc = &a->cfg->targets[i];
+        tstate_t *ts = &a->tstates[i];
+        char dir[4096], err[ERR_MAX] = "";
+        *ts = (tstate_t){.conf = tc, .timer = -1};
+        ts->t = rtcr_ecu_find_target(a->ecu, tc->name);
+        if (!ts->t)
+            continue;
+        rtcr_ckpt_params_t p = {
+            .dirty_mode = tc->dirty_mode,
+            .granularity = tc->granularity,
+            .quiesce_timeout_usec = (uint64_t)tc->quiesce_ms * 1000u,
+            .state_dir = a->cfg->state_dir,
+            .max_chain = tc->max_chain,
+        };
+        if ((r = rtcr_target_set_ckpt_params(ts->t, &p)) < 0)
+            return log_error_errno(r, "%s: targets/%s: checkpoint parameters refused: %m",
+                                   a->cfg->path, tc->name);
+        snprintf(dir, sizeof(dir), "%s/%s", a->cfg->state_dir, tc->name);
+        if ((r = agent_state_dir_make(dir)) < 0)
+            return log_error_errno(r, "%s: ecu/state_dir: cannot create %s: %m", a->cfg->path, dir);
+        r = rtcr_target_load_image(ts->t, err, sizeof(err));
+        const struct rtcr_image *img = rtcr_target_image(ts->t);
+        if (r == -ENOENT) {
+            log_debug("target '%s': no checkpoint image in %s", tc->name, dir);
+        } else if (r < 0) {
+            snprintf(ts->image_note, sizeof(ts->image_note), "%s", err);
+            log_warning("target '%s': no usable checkpoint image in %s: %s", tc->name, dir, err);
+        } else if (!img || rtcr_image_count(img) == 0) {
+            snprintf(ts->image_note, sizeof(ts->image_note), "%s", err);
+            log_warning("target '%s': no usable checkpoint image in %s: %s", tc->name, dir, err);
+        } else {
+            log_info("target '%s': checkpoint image loaded from %s (epochs %llu..%llu)", tc->name,
+                     dir, (unsigned long long)rtcr_image_first(img),
+                     (unsigned long long)rtcr_image_last(img));
+            if (r == 1) {
+                snprintf(ts->image_note, sizeof(ts->image_note), "%s", err);
+                log_warning("target '%s': only a prefix of the image is usable: %s", tc->name, err);
+            }
+        }
+        want_probe |= tc->dirty_mode == RTCR_DIRTY_UFFD_WP;
+    }
+    if (want_probe) {
+        char why[RTCR_DIRTY_REASON_SIZE] = "";
+        if (rtcr_dirty_probe(why, sizeof(why)) != RTCR_DIRTY_UFFD_WP)
+            for (size_t i = 0; i < a->cfg->n_targets; i++)
+                if (a->cfg->targets[i].dirty_mode == RTCR_DIRTY_UFFD_WP)
+                    log_warning("%s: targets/%s/dirty_tracking: uffd-wp is not available here "
+                                "(%s); its checkpoints will fail",
+                                a->cfg->path, a->cfg->targets[i].name, why);
+    }
+    return 0;
+}
+
 /* ---- loop handlers -------------------------------------------------------------------------*/
 
 static void report_drops(agent_t *a)
@@ -163,14 +417,25 @@ static void report_drops(agent_t *a)
 static void handle_event(agent_t *a, const record_t *rec)
 {
     rtcr_target_t *t = rtcr_ecu_find_target(a->ecu, rec->target);
+    tstate_t *ts = tstate_find(a, rec->target);
     switch (rec->event) {
     case RTCR_EV_TARGET_STARTED:
-        log_info("target '%s' started (pid %d)", rec->target, t ? (int)rtcr_target_pid(t) : 0);
+        if (strcmp(rec->text, "restored") == 0)
+            log_info("target '%s' running again after its restore (pid %d)", rec->target,
+                     t ? (int)rtcr_target_pid(t) : 0);
+        else
+            log_info("target '%s' started (pid %d)", rec->target, t ? (int)rtcr_target_pid(t) : 0);
+        if (ts)
+            ckpt_timer_arm(a, ts);
         break;
     case RTCR_EV_TARGET_EXITED:
+        if (ts)
+            ckpt_timer_end(a, ts);
         if (t && rtcr_target_state(t) == RTCR_TARGET_FAILED) {
             const char *why = rec->text[0] ? rec->text : rtcr_target_failure(t);
             log_error("target '%s' failed: %s", rec->target, why ? why : "unknown reason");
+            if (ts)
+                on_crash(ts);
         } else {
             log_info("target '%s' stopped", rec->target);
         }
@@ -281,10 +546,12 @@ __attribute__((format(printf, 3, 4))) static void reply_error(reply_t *rp, int e
 }
 
 typedef struct row_list {
-    agent_target_row_t *rows; /* rows collected */
-    char **failures;          /* copies of failure texts, parallel to rows */
-    size_t n, cap;            /* used and allocated */
-    bool oom;                 /* an allocation failed */
+    agent_target_row_t *rows;   /* rows collected */
+    char **failures;            /* copies of failure texts, parallel to rows */
+    agent_epoch_stats_t *stats; /* last epoch statistics, parallel to rows */
+    bool *has_stats;            /* whether stats[i] is valid, parallel to rows */
+    size_t n, cap;              /* used and allocated */
+    bool oom;                   /* an allocation failed */
 } row_list_t;
 
 static int collect_target(void *ctx, rtcr_target_t *t)
@@ -298,7 +565,13 @@ static int collect_target(void *ctx, rtcr_target_t *t)
         char **f = realloc(l->failures, cap * sizeof(*f));
         if (f)
             l->failures = f;
-        if (!r || !f) {
+        agent_epoch_stats_t *st = realloc(l->stats, cap * sizeof(*st));
+        if (st)
+            l->stats = st;
+        bool *hs = realloc(l->has_stats, cap * sizeof(*hs));
+        if (hs)
+            l->has_stats = hs;
+        if (!r || !f || !st || !hs) {
             l->oom = true;
             return 1;
         }
@@ -307,6 +580,10 @@ static int collect_target(void *ctx, rtcr_target_t *t)
     enum rtcr_target_state s = rtcr_target_state(t);
     const char *failure = s == RTCR_TARGET_FAILED ? rtcr_target_failure(t) : NULL;
     l->failures[l->n] = failure ? strdup(failure) : NULL;
+    rtcr_epoch_stats_t es;
+    l->has_stats[l->n] = rtcr_target_last_stats(t, &es) == 0;
+    if (l->has_stats[l->n])
+        l->stats[l->n] = stats_of(&es);
     l->rows[l->n] = (agent_target_row_t){
         .name = rtcr_target_name(t),
         .state = rtcr_target_state_name(s),
@@ -326,10 +603,14 @@ static void cmd_targets(agent_t *a, reply_t *rp)
 {
     row_list_t l = {0};
     rtcr_ecu_foreach_target(a->ecu, collect_target, &l);
+    for (size_t i = 0; i < l.n; i++) /* the arrays no longer move */
+        l.rows[i].last_epoch = l.has_stats[i] ? &l.stats[i] : NULL;
     rp->err = l.oom ? -ENOMEM : agent_render_targets(l.rows, l.n, &rp->json, &rp->text);
     for (size_t i = 0; i < l.n; i++)
         free(l.failures[i]);
     free(l.failures);
+    free(l.stats);
+    free(l.has_stats);
     free(l.rows);
 }
 
@@ -437,9 +718,130 @@ static void target_result(rtcr_target_t *t, const char *what, reply_t *rp)
         rp->err = -ENOMEM;
 }
 
+static void cmd_checkpoint(tstate_t *ts, reply_t *rp)
+{
+    rtcr_epoch_stats_t st;
+    char err[ERR_MAX] = "";
+    const char *name = ts->conf->name;
+    log_notice("control: checkpoint '%s'", name);
+    int r = rtcr_target_checkpoint(ts->t, &st, err, sizeof(err));
+    if (r < 0) {
+        if (r == -ESRCH)
+            reply_error(rp, r, "target '%s' is not running (state %s)", name,
+                        rtcr_target_state_name(rtcr_target_state(ts->t)));
+        else
+            reply_error(rp, r, "checkpoint of '%s' failed: %s", name, err[0] ? err : strerror(-r));
+        log_warning("control: checkpoint of '%s' failed: %s", name, err[0] ? err : strerror(-r));
+        return;
+    }
+    ckpt_succeeded(ts);
+    log_info("checkpoint of '%s': epoch %llu (%s), pause %llu us, %llu pages, %llu bytes stored",
+             name, (unsigned long long)st.epoch, st.full ? "full" : "incremental",
+             (unsigned long long)st.freeze_usec, (unsigned long long)st.pages_written,
+             (unsigned long long)st.bytes_stored);
+    agent_epoch_stats_t s = stats_of(&st);
+    rp->err = agent_render_checkpoint(name, &s, &rp->json, &rp->text);
+}
+
+static void cmd_restore(tstate_t *ts, uint64_t epoch, reply_t *rp)
+{
+    char err[2 * ERR_MAX] = "";
+    uint64_t used = 0, usec = 0;
+    const char *name = ts->conf->name;
+    if (epoch)
+        log_notice("control: restore '%s' from epoch %llu", name, (unsigned long long)epoch);
+    else
+        log_notice("control: restore '%s' from its newest epoch", name);
+    int r = restore_target(ts, epoch, "control", err, sizeof(err), &used, &usec);
+    if (r < 0) {
+        reply_error(rp, r, "%s", err);
+        return;
+    }
+    char pid[16] = "null", note[ERR_MAX + 64] = "";
+    pid_t p = rtcr_target_pid(ts->t);
+    if (p > 0)
+        snprintf(pid, sizeof(pid), "%d", (int)p);
+    if (ts->image_note[0])
+        snprintf(note, sizeof(note),
+                 "note: the image loaded from the state dir was cut short: %s\n", ts->image_note);
+    char *q = ts->image_note[0] ? agent_json_quote(ts->image_note, strlen(ts->image_note)) : NULL;
+    if (asprintf(&rp->json,
+                 "{\"target\":\"%s\",\"action\":\"restored\",\"epoch\":%llu,\"usec\":%llu,"
+                 "\"state\":\"%s\",\"pid\":%s,\"note\":%s}",
+                 name, (unsigned long long)used, (unsigned long long)usec,
+                 rtcr_target_state_name(rtcr_target_state(ts->t)), pid, q ? q : "null") < 0)
+        rp->json = NULL;
+    free(q);
+    if (asprintf(&rp->text, "restored '%s' from epoch %llu in %.1f ms (state %s, pid %s)\n%s", name,
+                 (unsigned long long)used, (double)usec / 1000.0,
+                 rtcr_target_state_name(rtcr_target_state(ts->t)), p > 0 ? pid : "-", note) < 0)
+        rp->text = NULL;
+    if (!rp->json || !rp->text)
+        rp->err = -ENOMEM;
+}
+
+static void cmd_images(tstate_t *ts, reply_t *rp)
+{
+    const struct rtcr_image *img = rtcr_target_image(ts->t);
+    agent_image_row_t *rows = NULL;
+    size_t n = 0;
+    char note[ERR_MAX + 64] = "";
+    int r = agent_image_rows(img, &rows, &n);
+    if (r < 0) {
+        rp->err = r;
+        return;
+    }
+    rtcr_image_err_t ierr = {{0}};
+    if (n > 0 && rtcr_image_check(img, &ierr) < 0)
+        snprintf(note, sizeof(note), "chain check failed: %s", ierr.msg);
+    else if (ts->image_note[0])
+        snprintf(note, sizeof(note), "loaded from the state dir at start: %s", ts->image_note);
+    rp->err = agent_render_images(ts->conf->name, rows, n, note, &rp->json, &rp->text);
+    agent_image_rows_free(&rows, n);
+}
+
+static void cmd_check(agent_t *a, reply_t *rp)
+{
+    char reason[RTCR_DIRTY_REASON_SIZE] = "", kernel[256], why[256] = "";
+    agent_check_target_t tg[AGENT_TARGETS_MAX];
+    rtcr_dirty_mode_t best = rtcr_dirty_probe(reason, sizeof(reason));
+    const char *best_name = rtcr_dirty_mode_name(best);
+    int w = agent_state_dir_writable(a->cfg->state_dir, why, sizeof(why));
+    for (size_t i = 0; i < a->cfg->n_targets; i++) {
+        const agent_target_conf_t *tc = &a->cfg->targets[i];
+        const char *conf = tc->dirty_mode == AGENT_DIRTY_AUTO
+                               ? "auto"
+                               : rtcr_dirty_mode_name((rtcr_dirty_mode_t)tc->dirty_mode);
+        const char *eff = tc->dirty_mode == AGENT_DIRTY_AUTO ? best_name : conf;
+        if (tc->dirty_mode == RTCR_DIRTY_UFFD_WP && best != RTCR_DIRTY_UFFD_WP)
+            eff = "uffd-wp (unavailable)";
+        tg[i] = (agent_check_target_t){
+            .name = tc->name,
+            .checkpoint_ms = tc->checkpoint_ms,
+            .on_crash = agent_on_crash_name(tc->on_crash),
+            .configured = conf,
+            .effective = eff,
+        };
+    }
+    agent_check_t c = {
+        .ecu = a->cfg->name,
+        .kernel = agent_kernel_string(kernel, sizeof(kernel)),
+        .dirty_mode = best_name,
+        .dirty_reason = reason,
+        .futex_waitv = agent_have_futex_waitv(),
+        .state_dir = a->cfg->state_dir,
+        .state_dir_writable = w == 0,
+        .state_dir_error = w == 0 ? NULL : why,
+        .targets = tg,
+        .n_targets = a->cfg->n_targets,
+    };
+    rp->err = agent_render_check(&c, &rp->json, &rp->text);
+}
+
 static void execute(agent_t *a, const agent_ctl_req_t *req, reply_t *rp)
 {
     rtcr_target_t *t = NULL;
+    tstate_t *ts = NULL;
     const char *name = req->args[0];
     int r;
 
@@ -449,8 +851,12 @@ static void execute(agent_t *a, const agent_ctl_req_t *req, reply_t *rp)
     case AGENT_CMD_KILL:
     case AGENT_CMD_CAPS:
     case AGENT_CMD_LOG:
+    case AGENT_CMD_CHECKPOINT:
+    case AGENT_CMD_RESTORE:
+    case AGENT_CMD_IMAGES:
         t = rtcr_ecu_find_target(a->ecu, name);
-        if (!t) {
+        ts = tstate_find(a, name);
+        if (!t || !ts) {
             reply_error(rp, -ENOENT, "no target '%s' on %s", name, a->cfg->name);
             return;
         }
@@ -558,6 +964,19 @@ static void execute(agent_t *a, const agent_ctl_req_t *req, reply_t *rp)
         rp->err = agent_render_status(&st, &rp->json, &rp->text);
         break;
     }
+    case AGENT_CMD_CHECKPOINT:
+        cmd_checkpoint(ts, rp);
+        break;
+    case AGENT_CMD_RESTORE:
+        cmd_restore(ts, req->epoch, rp);
+        notify_status(a);
+        break;
+    case AGENT_CMD_IMAGES:
+        cmd_images(ts, rp);
+        break;
+    case AGENT_CMD_CHECK:
+        cmd_check(a, rp);
+        break;
     default:
         reply_error(rp, -EOPNOTSUPP, "command not implemented");
     }
@@ -850,7 +1269,7 @@ int main(int argc, char **argv)
     }
     rtcr_ecu_set_event_cb(a.ecu, on_event, &a);
     rtcr_ecu_set_log_cb(a.ecu, on_log, &a);
-    if ((r = add_targets(&a)) < 0)
+    if ((r = add_targets(&a)) < 0 || (r = setup_checkpoints(&a)) < 0)
         goto fail;
     if ((r = setup_loop(&a)) < 0) {
         log_error_errno(r, "setting up the event loop failed: %m");

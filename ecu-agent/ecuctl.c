@@ -2,6 +2,7 @@
  * (protocol in agent_ctl.h and docs/operator-guide.md).
  *
  *   ecuctl [-c FILE | -s SOCKET] [--json] [-t MS] COMMAND [ARGS]
+ *   ecuctl inspect [-v] FILE|DIR
  *
  * The socket path comes from -s, or from ecu/control of the config given with -c (only that
  * key is read; the default is /run/rtcr/NAME.sock with NAME from ecu/name or the file name),
@@ -11,8 +12,12 @@
  * Exit status: 0 success; 1 the agent reported an error (message on stderr); 2 usage error;
  * 3 the agent cannot be reached (no socket, nobody listening, or no reply within the timeout).
  *
+ * `inspect` runs locally, without an agent: it parses an epoch file (or a target's image
+ * directory) with librtcr's image reader, every hash checked, and prints it. A corrupt file is
+ * an error (exit 1) with the reader's message naming what is wrong and where.
+ *
  * ecuctl links none of the agent's objects: from agent_ctl.h it uses only macros and inline
- * functions.
+ * functions; from librtcr only the image reader (rtcr/image.h).
  */
 #include <czmq.h>
 #include <errno.h>
@@ -20,7 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <rtcr/image.h>
 
 #include "agent_config.h"
 #include "agent_ctl.h"
@@ -33,19 +42,28 @@ static void usage(FILE *out)
 {
     const agent_cmd_info_t *t = agent_cmd_table();
     fprintf(out, "usage: ecuctl [-c FILE | -s SOCKET] [--json] [-t MS] COMMAND [ARGS]\n"
+                 "       ecuctl inspect [-v] FILE|DIR\n"
                  "Control a running ecu-agent through its local control socket.\n\n"
                  "commands:\n");
     for (int i = 0; i < AGENT_CMD_MAX; i++) {
         char syn[64];
         snprintf(syn, sizeof(syn), "%s%s%s", t[i].name, *t[i].usage ? " " : "", t[i].usage);
-        fprintf(out, "  %-14s %s\n", syn, t[i].help);
+        if (i == AGENT_CMD_RESTORE) /* the epoch is given as an option */
+            snprintf(syn, sizeof(syn), "%s NAME [--epoch N]", t[i].name);
+        fprintf(out, "  %-24s %s\n", syn, t[i].help);
     }
+    fprintf(out,
+            "\nlocal commands (no agent needed):\n"
+            "  %-24s %s\n",
+            "inspect FILE|DIR", "print an epoch file or a target's image dir (hashes checked)");
     fprintf(out,
             "\noptions:\n"
             "  -c, --config FILE    take the socket path from ecu/control of this config\n"
             "  -s, --socket PATH    the agent's control socket\n"
             "  -j, --json           print the JSON body instead of the text table\n"
             "  -t, --timeout MS     wait at most MS milliseconds for the reply (default %d)\n"
+            "  -e, --epoch N        restore: the epoch to restore (default: the newest)\n"
+            "  -v, --verbose        inspect: also list the data frames\n"
             "  -h, --help           this text\n"
             "\nexit status: 0 ok, 1 the agent reported an error, 2 usage error,\n"
             "3 the agent cannot be reached\n",
@@ -95,6 +113,105 @@ static char *control_from_config(const char *path)
     return r;
 }
 
+/* Read a whole file of at most `max` bytes. Returns 0 with a malloc'ed buffer or -errno. */
+static int read_all(const char *path, uint64_t max, void **ret_buf, size_t *ret_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int r = S_ISREG(st.st_mode) ? -errno : -EINVAL;
+        close(fd);
+        return r;
+    }
+    if ((uint64_t)st.st_size > max) {
+        close(fd);
+        return -EFBIG;
+    }
+    size_t len = (size_t)st.st_size, got = 0;
+    char *buf = malloc(len ? len : 1);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    while (got < len) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int r = n < 0 ? -errno : -EIO;
+            free(buf);
+            close(fd);
+            return r;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    *ret_buf = buf;
+    *ret_len = len;
+    return 0;
+}
+
+/* `ecuctl inspect PATH`: an epoch file, or a target's image directory STATE_DIR/TARGET. */
+static int inspect(const char *path, bool verbose)
+{
+    struct stat st;
+    rtcr_image_err_t err = {{0}};
+    if (stat(path, &st) < 0) {
+        fprintf(stderr, "ecuctl: inspect: %s: %s\n", path, strerror(errno));
+        return EXIT_AGENT_ERROR;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        char dir[4096];
+        if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir)) {
+            fprintf(stderr, "ecuctl: inspect: %s: path too long\n", path);
+            return EXIT_AGENT_ERROR;
+        }
+        size_t n = strlen(dir);
+        while (n > 1 && dir[n - 1] == '/')
+            dir[--n] = '\0';
+        char *slash = strrchr(dir, '/');
+        const char *target = slash ? slash + 1 : dir;
+        const char *parent = slash ? (slash == dir ? "/" : dir) : ".";
+        if (slash)
+            *slash = '\0';
+        rtcr_image_t *img = NULL;
+        int r = rtcr_image_load_dir(parent, target, NULL, &err, &img);
+        if (r < 0) {
+            fprintf(stderr, "ecuctl: inspect: %s: %s\n", path, err.msg[0] ? err.msg : strerror(-r));
+            return EXIT_AGENT_ERROR;
+        }
+        rtcr_image_print(img, stdout, verbose);
+        rtcr_image_destroy(&img);
+        if (r > 0) {
+            fflush(stdout);
+            fprintf(stderr, "ecuctl: inspect: %s: only a prefix is usable: %s\n", path, err.msg);
+            return EXIT_AGENT_ERROR;
+        }
+        return 0;
+    }
+    void *buf = NULL;
+    size_t len = 0;
+    int r = read_all(path, RTCR_IMAGE_MAX_TOTAL, &buf, &len);
+    if (r < 0) {
+        fprintf(stderr, "ecuctl: inspect: %s: %s\n", path,
+                r == -EFBIG ? "larger than any epoch can be" : strerror(-r));
+        return EXIT_AGENT_ERROR;
+    }
+    rtcr_epoch_t *e = NULL;
+    r = rtcr_epoch_parse_owned(&buf, len, NULL, &err, &e);
+    free(buf);
+    if (r < 0) {
+        fprintf(stderr, "ecuctl: inspect: %s: not a valid epoch: %s\n", path,
+                err.msg[0] ? err.msg : strerror(-r));
+        return EXIT_AGENT_ERROR;
+    }
+    rtcr_epoch_print(e, stdout, verbose);
+    rtcr_epoch_destroy(&e);
+    return 0;
+}
+
 static int unreachable(const char *path, const char *why)
 {
     fprintf(stderr, "ecuctl: cannot reach ecu-agent at %s: %s (is it running?)\n", path, why);
@@ -106,15 +223,16 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"socket", required_argument, NULL, 's'},
         {"json", no_argument, NULL, 'j'},         {"timeout", required_argument, NULL, 't'},
+        {"epoch", required_argument, NULL, 'e'},  {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *socket_path = NULL;
-    bool json = false;
+    const char *config = NULL, *socket_path = NULL, *epoch = NULL;
+    bool json = false, verbose = false;
     long timeout = AGENT_CTL_TIMEOUT_MS;
     int c;
 
     zsys_handler_set(NULL);
-    while ((c = getopt_long(argc, argv, "c:s:jt:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:s:jt:e:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config = optarg;
@@ -135,6 +253,12 @@ int main(int argc, char **argv)
             }
             break;
         }
+        case 'e':
+            epoch = optarg;
+            break;
+        case 'v':
+            verbose = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -152,6 +276,13 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (strcmp(word, "inspect") == 0) {
+        if (argc - optind != 2 || epoch || json) {
+            fprintf(stderr, "ecuctl: usage: ecuctl inspect [-v] FILE|DIR (text output only)\n");
+            return EXIT_USAGE;
+        }
+        return inspect(argv[optind + 1], verbose);
+    }
     int cmd = agent_cmd_lookup(word);
     if (cmd < 0) {
         fprintf(stderr, "ecuctl: unknown command '%s' (see ecuctl --help)\n", word);
@@ -159,9 +290,17 @@ int main(int argc, char **argv)
     }
     const agent_cmd_info_t *info = &agent_cmd_table()[cmd];
     int nargs = argc - optind - 1;
-    if (nargs != (int)info->nargs) {
+    if (epoch && (cmd != AGENT_CMD_RESTORE || nargs != 1)) {
+        fprintf(stderr, "ecuctl: --epoch goes with restore NAME only\n");
+        return EXIT_USAGE;
+    }
+    if (nargs < (int)info->nargs || nargs > (int)(info->nargs + info->nopt)) {
         fprintf(stderr, "ecuctl: usage: ecuctl %s%s%s\n", info->name, *info->usage ? " " : "",
                 info->usage);
+        return EXIT_USAGE;
+    }
+    if (epoch && strlen(epoch) > AGENT_CTL_FRAME_MAX) {
+        fprintf(stderr, "ecuctl: argument too long\n");
         return EXIT_USAGE;
     }
     for (int i = optind + 1; i < argc; i++)
@@ -214,6 +353,8 @@ int main(int argc, char **argv)
     zmsg_t *msg = zmsg_new();
     for (int i = optind; i < argc; i++)
         zmsg_addstr(msg, argv[i]);
+    if (epoch)
+        zmsg_addstr(msg, epoch);
     if (zmsg_send(&msg, req) < 0) {
         zmsg_destroy(&msg);
         rc = unreachable(path, "sending the request failed");

@@ -687,7 +687,10 @@ static int parent_upgrade(struct rtcr_target *t, const rtcr_msg_t *req)
     if (r < 0)
         return r;
     s->quota += q;
-    snprintf(s->upgrade + ul, sizeof(s->upgrade) - ul, "%s%s", ul ? "," : "", args);
+    size_t al = strlen(args); /* fits: checked above */
+    if (ul)
+        s->upgrade[ul++] = ',';
+    memcpy(s->upgrade + ul, args, al + 1);
     return 0;
 }
 

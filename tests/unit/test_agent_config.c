@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <rtcr/dirty.h>
+
 #include "../../ecu-agent/agent_config.h"
 
 /* Temporary tree: DIR/targets/{brake,logger} (executable), DIR/brake.calib, DIR/plain (0644). */
@@ -152,6 +154,12 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->targets[0].caps, 512);
     assert_true(cfg->targets[0].autostart);
     assert_int_equal(cfg->targets[0].n_services, 2);
+    assert_int_equal(cfg->targets[0].checkpoint_ms, 0); /* checkpoint defaults */
+    assert_int_equal(cfg->targets[0].on_crash, AGENT_ON_CRASH_NONE);
+    assert_int_equal(cfg->targets[0].dirty_mode, AGENT_DIRTY_AUTO);
+    assert_int_equal(cfg->targets[0].granularity, 4096);
+    assert_int_equal(cfg->targets[0].quiesce_ms, 500);
+    assert_int_equal(cfg->targets[0].max_chain, 64);
     assert_string_equal(cfg->targets[0].services[0], "speed");
     assert_string_equal(cfg->targets[0].services[1], "pressure");
     assert_int_equal(cfg->n_sensors, 0);
@@ -163,6 +171,60 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->target_dir, RTCR_TARGET_DIR);
     assert_int_equal(cfg->n_targets, 0);
     agent_config_destroy(&cfg);
+}
+
+static void test_checkpoint_keys(void **state)
+{
+    fixture_t *f = *state;
+    char *err = NULL;
+    agent_config_t *cfg = NULL;
+    const char *text = "targets\n"
+                       "    brake\n"
+                       "        binary = brake\n"
+                       "        checkpoint_ms = 10\n"
+                       "        on_crash = restore\n"
+                       "        dirty_tracking = hash\n"
+                       "        granularity = 64K\n"
+                       "        quiesce_ms = 20\n"
+                       "        max_chain = 0\n"
+                       "    logger\n"
+                       "        binary = logger\n"
+                       "        on_crash = restart\n"
+                       "        dirty_tracking = uffd-wp\n"
+                       "        checkpoint_ms = 0\n"
+                       "    third\n"
+                       "        binary = logger\n"
+                       "        dirty_tracking = full\n"
+                       "        on_crash = none\n"
+                       "        dirty_tracking = auto\n";
+    /* the duplicate key in "third" must be refused; without it everything loads */
+    assert_int_equal(agent_config_parse(f->conf, text, f->tdir, &cfg, &err), -EINVAL);
+    assert_non_null(strstr(err, ": targets/third/dirty_tracking: duplicate key"));
+    free(err);
+    err = NULL;
+    char *fixed = strdup(text);
+    *strstr(fixed, "        dirty_tracking = auto\n") = '\0';
+    int r = agent_config_parse(f->conf, fixed, f->tdir, &cfg, &err);
+    free(fixed);
+    if (r < 0)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->n_targets, 3);
+    const agent_target_conf_t *b = &cfg->targets[0], *l = &cfg->targets[1], *t = &cfg->targets[2];
+    assert_int_equal(b->checkpoint_ms, 10);
+    assert_int_equal(b->on_crash, AGENT_ON_CRASH_RESTORE);
+    assert_int_equal(b->dirty_mode, RTCR_DIRTY_HASH);
+    assert_int_equal(b->granularity, 64u << 10);
+    assert_int_equal(b->quiesce_ms, 20);
+    assert_int_equal(b->max_chain, 0);
+    assert_int_equal(l->on_crash, AGENT_ON_CRASH_RESTART);
+    assert_int_equal(l->dirty_mode, RTCR_DIRTY_UFFD_WP);
+    assert_int_equal(l->checkpoint_ms, 0);
+    assert_int_equal(t->dirty_mode, RTCR_DIRTY_FULL);
+    assert_int_equal(t->on_crash, AGENT_ON_CRASH_NONE);
+    agent_config_destroy(&cfg);
+
+    assert_string_equal(agent_on_crash_name(AGENT_ON_CRASH_RESTORE), "restore");
+    assert_string_equal(agent_on_crash_name(AGENT_ON_CRASH_MAX), "?");
 }
 
 static void test_paths(void **state)
@@ -271,6 +333,38 @@ static const bad_case_t bad_cases[] = {
     {"unclosed quote", "ecu\n    name = \"ecu1\n", ":2: missing closing quote"},
     {"garbage after value", "ecu\n    name = \"a\"b\n", ":2: unexpected text"},
     {"missing value after =", "ecu\n    name =\n", ":2: missing value after '='"},
+    {"checkpoint_ms too short",
+     "targets\n    brake\n        binary = brake\n        checkpoint_ms = 9\n",
+     ": targets/brake/checkpoint_ms: 9 ms is too short (0 = off, else 10..3600000)"},
+    {"checkpoint_ms too long",
+     "targets\n    brake\n        binary = brake\n        checkpoint_ms = 3600001\n",
+     ": targets/brake/checkpoint_ms: 3600001 is out of range (0..3600000)"},
+    {"checkpoint_ms not a number",
+     "targets\n    brake\n        binary = brake\n        checkpoint_ms = 10ms\n",
+     ": targets/brake/checkpoint_ms: \"10ms\" is not a number"},
+    {"bad on_crash", "targets\n    brake\n        binary = brake\n        on_crash = reboot\n",
+     ": targets/brake/on_crash: \"reboot\" is not a crash policy (use none, restart or restore)"},
+    {"bad dirty_tracking",
+     "targets\n    brake\n        binary = brake\n        dirty_tracking = soft-dirty\n",
+     ": targets/brake/dirty_tracking: \"soft-dirty\" is not a tracking mode"},
+    {"granularity not a power of two",
+     "targets\n    brake\n        binary = brake\n        granularity = 12K\n",
+     ": targets/brake/granularity: 12288 bytes is not a power of two between 4K and 1G"},
+    {"granularity too small",
+     "targets\n    brake\n        binary = brake\n        granularity = 2048\n",
+     ": targets/brake/granularity: 2048 bytes is not a power of two"},
+    {"granularity too large",
+     "targets\n    brake\n        binary = brake\n        granularity = 2G\n",
+     ": targets/brake/granularity: 2147483648 bytes is not a power of two"},
+    {"quiesce_ms zero", "targets\n    brake\n        binary = brake\n        quiesce_ms = 0\n",
+     ": targets/brake/quiesce_ms: 0 is out of range (1..60000)"},
+    {"max_chain too large",
+     "targets\n    brake\n        binary = brake\n        max_chain = 100001\n",
+     ": targets/brake/max_chain: 100001 is out of range (0..100000)"},
+    {"unknown target key lists the checkpoint keys",
+     "targets\n    brake\n        binary = brake\n        checkpoint = 10\n",
+     ": targets/brake/checkpoint: unknown key (known: binary, ram, caps, autostart, provides, rom, "
+     "checkpoint_ms, on_crash, dirty_tracking, granularity, quiesce_ms, max_chain)"},
 };
 
 static void test_errors(void **state)
@@ -392,6 +486,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_single_conf_loads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),

@@ -63,6 +63,27 @@ static void test_valid_requests(void **state)
     assert_int_equal(req.cmd, AGENT_CMD_IRQ);
     assert_int_equal(req.irq_line, 255);
 
+    m = msg_of(2, "restore", "brake"); /* the epoch is optional: 0 means the newest */
+    assert_int_equal(parse(&m, &req, why), 0);
+    assert_int_equal(req.cmd, AGENT_CMD_RESTORE);
+    assert_int_equal(req.argc, 1);
+    assert_int_equal(req.epoch, 0);
+
+    m = msg_of(3, "restore", "brake", "17");
+    assert_int_equal(parse(&m, &req, why), 0);
+    assert_int_equal(req.argc, 2);
+    assert_int_equal(req.epoch, 17);
+
+    m = msg_of(2, "checkpoint", "brake");
+    assert_int_equal(parse(&m, &req, why), 0);
+    assert_int_equal(req.cmd, AGENT_CMD_CHECKPOINT);
+    m = msg_of(2, "images", "brake");
+    assert_int_equal(parse(&m, &req, why), 0);
+    assert_int_equal(req.cmd, AGENT_CMD_IMAGES);
+    m = msg_of(1, "check");
+    assert_int_equal(parse(&m, &req, why), 0);
+    assert_int_equal(req.cmd, AGENT_CMD_CHECK);
+
     for (int i = 0; i < AGENT_CMD_MAX; i++)
         assert_int_equal(agent_cmd_lookup(agent_cmd_table()[i].name), i);
 }
@@ -121,6 +142,28 @@ static void test_invalid_requests(void **state)
     m = msg_of(2, "irq", "256");
     assert_int_equal(parse(&m, &req, why), -EINVAL);
     m = msg_of(2, "irq", "-1");
+    assert_int_equal(parse(&m, &req, why), -EINVAL);
+
+    /* checkpoint commands: names validated, the epoch a positive decimal number */
+    m = msg_of(1, "restore");
+    assert_int_equal(parse(&m, &req, why), -EINVAL);
+    assert_string_equal(why, "usage: restore NAME [EPOCH]");
+    m = msg_of(4, "restore", "brake", "1", "2");
+    assert_int_equal(parse(&m, &req, why), -EINVAL);
+    const char *bad_epochs[] = {"0", "-1", "01", "1x", "", "12345678901234567890", " 1"};
+    for (size_t i = 0; i < sizeof(bad_epochs) / sizeof(bad_epochs[0]); i++) {
+        m = msg_of(3, "restore", "brake", bad_epochs[i]);
+        assert_int_equal(parse(&m, &req, why), -EINVAL);
+        if (bad_epochs[i][0] && bad_epochs[i][0] != ' ')
+            assert_non_null(strstr(why, "is not an epoch number"));
+    }
+    m = msg_of(2, "checkpoint", "../x");
+    assert_int_equal(parse(&m, &req, why), -EINVAL);
+    m = msg_of(2, "images", "");
+    assert_int_equal(parse(&m, &req, why), -EINVAL);
+    m = msg_of(2, "check", "x");
+    assert_int_equal(parse(&m, &req, why), -EINVAL);
+    m = msg_of(1, "checkpoint");
     assert_int_equal(parse(&m, &req, why), -EINVAL);
 
     assert_int_equal(req.cmd, AGENT_CMD_STATUS); /* never written on failure */

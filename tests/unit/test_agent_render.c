@@ -1,7 +1,9 @@
 /* test_agent_render — the reply bodies: JSON shapes of targets/caps/log/status as documented
  * (pid and failure null when absent, badge null for non-gates, rights letters), the text
- * tables (header, aligned columns, the operator's cap format), and that control characters
- * from a target cannot reach the operator's terminal in text output. */
+ * tables (header, aligned columns, the operator's cap format), the checkpoint bodies
+ * (targets' last_epoch and LAST EPOCH column, checkpoint statistics, images, check), and that
+ * control characters from a target or an image cannot reach the operator's terminal in text
+ * output. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,12 +12,23 @@
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../../ecu-agent/agent_render.h"
 
 static void test_targets(void **state)
 {
     (void)state;
+    const agent_epoch_stats_t last = {.epoch = 42,
+                                      .full = false,
+                                      .quiesce_usec = 12,
+                                      .freeze_usec = 180,
+                                      .pages_scanned = 4096,
+                                      .pages_written = 3,
+                                      .bytes_raw = 12288,
+                                      .bytes_stored = 1876,
+                                      .encode_usec = 55,
+                                      .write_usec = 400};
     agent_target_row_t rows[] = {
         {.name = "brake",
          .state = "running",
@@ -36,14 +49,35 @@ static void test_targets(void **state)
     assert_int_equal(agent_render_targets(rows, 2, &json, &text), 0);
     assert_string_equal(json,
                         "[{\"name\":\"brake\",\"state\":\"running\",\"pid\":4242,\"restarts\":1,"
-                        "\"ram_quota\":16777216,\"ram_used\":1572864,\"failure\":null},"
+                        "\"ram_quota\":16777216,\"ram_used\":1572864,\"failure\":null,"
+                        "\"last_epoch\":null},"
                         "{\"name\":\"logger\",\"state\":\"failed\",\"pid\":null,\"restarts\":0,"
                         "\"ram_quota\":8388608,\"ram_used\":0,"
-                        "\"failure\":\"killed by signal 9 (Killed)\"}]");
+                        "\"failure\":\"killed by signal 9 (Killed)\",\"last_epoch\":null}]");
     assert_string_equal(text,
                         "NAME    STATE    PID   RESTARTS  RAM       FAILURE\n"
                         "brake   running  4242  1         1.5M/16M  -\n"
                         "logger  failed   -     0         0/8M      killed by signal 9 (Killed)\n");
+    free(json);
+    free(text);
+
+    /* with a checkpointed target: last_epoch and the LAST EPOCH column */
+    rows[0].last_epoch = &last;
+    assert_int_equal(agent_render_targets(rows, 2, &json, &text), 0);
+    assert_string_equal(json,
+                        "[{\"name\":\"brake\",\"state\":\"running\",\"pid\":4242,\"restarts\":1,"
+                        "\"ram_quota\":16777216,\"ram_used\":1572864,\"failure\":null,"
+                        "\"last_epoch\":{\"epoch\":42,\"full\":false,\"freeze_usec\":180,"
+                        "\"pages_scanned\":4096,\"pages_written\":3,\"bytes_raw\":12288,"
+                        "\"bytes_stored\":1876,\"encode_usec\":55}},"
+                        "{\"name\":\"logger\",\"state\":\"failed\",\"pid\":null,\"restarts\":0,"
+                        "\"ram_quota\":8388608,\"ram_used\":0,"
+                        "\"failure\":\"killed by signal 9 (Killed)\",\"last_epoch\":null}]");
+    assert_string_equal(
+        text, "NAME    STATE    PID   RESTARTS  RAM       LAST EPOCH                    FAILURE\n"
+              "brake   running  4242  1         1.5M/16M  epoch 42 pause 180us 3 pages  -\n"
+              "logger  failed   -     0         0/8M      -                             "
+              "killed by signal 9 (Killed)\n");
     free(json);
     free(text);
 
@@ -134,6 +168,161 @@ static void test_status(void **state)
     free(text);
 }
 
+static void test_checkpoint(void **state)
+{
+    (void)state;
+    agent_epoch_stats_t s = {.epoch = 17,
+                             .full = true,
+                             .quiesce_usec = 210,
+                             .freeze_usec = 3200,
+                             .pages_scanned = 4112,
+                             .pages_written = 52,
+                             .bytes_raw = 212992,
+                             .bytes_stored = 1797,
+                             .encode_usec = 95,
+                             .write_usec = 1250000};
+    char *json = NULL, *text = NULL;
+    assert_int_equal(agent_render_checkpoint("brake", &s, &json, &text), 0);
+    assert_string_equal(json, "{\"target\":\"brake\",\"epoch\":17,\"full\":true,"
+                              "\"quiesce_usec\":210,\"freeze_usec\":3200,"
+                              "\"pages_scanned\":4112,\"pages_written\":52,"
+                              "\"bytes_raw\":212992,\"bytes_stored\":1797,"
+                              "\"encode_usec\":95,\"write_usec\":1250000}");
+    assert_string_equal(text, "checkpoint of 'brake': epoch 17 (full)\n"
+                              "  quiesce:         210us\n"
+                              "  freeze (pause):  3.2ms\n"
+                              "  pages scanned:   4112\n"
+                              "  pages written:   52\n"
+                              "  bytes raw:       212992 (208K)\n"
+                              "  bytes stored:    1797 (1.8K)\n"
+                              "  encode:          95us\n"
+                              "  write:           1.25s\n");
+    free(json);
+    free(text);
+}
+
+static void test_images(void **state)
+{
+    (void)state;
+    setenv("TZ", "UTC", 1);
+    tzset();
+    agent_image_row_t rows[] = {
+        {.epoch = 5,
+         .full = true,
+         .compacted_from = 1,
+         .bytes = 1834,
+         .pages_written = 5,
+         .pages_zero = 27,
+         .freeze_usec = 475,
+         .encode_usec = 73,
+         .created_usec = 1795259645774610ull,
+         .verified = true},
+        {.epoch = 6,
+         .parent = 5,
+         .bytes = 1315,
+         .pages_written = 1,
+         .freeze_usec = 137,
+         .encode_usec = 64,
+         .created_usec = 1795259645874610ull,
+         .verified = false,
+         .error = "image: data\x1b frame 0: hash mismatch"},
+    };
+    char *json = NULL, *text = NULL;
+    assert_int_equal(agent_render_images("brake", rows, 2, "loaded: epoch 7 corrupt", &json, &text),
+                     0);
+    assert_string_equal(
+        json, "[{\"epoch\":5,\"kind\":\"full\",\"parent\":null,\"compacted_from\":1,"
+              "\"bytes\":1834,\"pages_written\":5,\"pages_zero\":27,\"freeze_usec\":475,"
+              "\"encode_usec\":73,\"created_usec\":1795259645774610,"
+              "\"created\":\"2026-11-21T11:14:05.774Z\",\"verified\":true,\"error\":null},"
+              "{\"epoch\":6,\"kind\":\"incremental\",\"parent\":5,\"compacted_from\":null,"
+              "\"bytes\":1315,\"pages_written\":1,\"pages_zero\":0,\"freeze_usec\":137,"
+              "\"encode_usec\":64,\"created_usec\":1795259645874610,"
+              "\"created\":\"2026-11-21T11:14:05.874Z\",\"verified\":false,"
+              "\"error\":\"image: data\\u001b frame 0: hash mismatch\"}]");
+    assert_string_equal(
+        text,
+        "EPOCH   KIND         PARENT  SIZE     PAGES   ZERO   FREEZE   ENCODE   CREATED          "
+        "        VERIFIED\n"
+        "5       compacted    -       1.8K     5       27     475us    73us     2026-11-21 "
+        "11:14:05.774  yes\n"
+        "6       incremental  5       1.3K     1       0      137us    64us     2026-11-21 "
+        "11:14:05.874  NO: image: data? frame 0: hash mismatch\n"
+        "epoch 5 is epochs 1..5 compacted into one full epoch\n"
+        "loaded: epoch 7 corrupt\n");
+    free(json);
+    free(text);
+
+    assert_int_equal(agent_render_images("brake", NULL, 0, NULL, &json, &text), 0);
+    assert_string_equal(json, "[]");
+    assert_string_equal(text, "no image of 'brake'\n");
+    free(json);
+    free(text);
+}
+
+static void test_check(void **state)
+{
+    (void)state;
+    agent_check_target_t tg[] = {
+        {.name = "brake",
+         .checkpoint_ms = 50,
+         .on_crash = "restore",
+         .configured = "auto",
+         .effective = "hash"},
+        {.name = "logger",
+         .checkpoint_ms = 0,
+         .on_crash = "none",
+         .configured = "full",
+         .effective = "full"},
+    };
+    agent_check_t c = {.ecu = "ecu1",
+                       .kernel = "Linux 6.1.0 aarch64",
+                       .dirty_mode = "hash",
+                       .dirty_reason = "UFFD_FEATURE_WP_ASYNC not supported",
+                       .futex_waitv = true,
+                       .state_dir = "/var/lib/rtcr/ecu1",
+                       .state_dir_writable = false,
+                       .state_dir_error = "cannot create a file there: Permission denied",
+                       .targets = tg,
+                       .n_targets = 2};
+    char *json = NULL, *text = NULL;
+    assert_int_equal(agent_render_check(&c, &json, &text), 0);
+    assert_string_equal(
+        json, "{\"ecu\":\"ecu1\",\"kernel\":\"Linux 6.1.0 aarch64\","
+              "\"dirty_tracking\":{\"mode\":\"hash\","
+              "\"reason\":\"UFFD_FEATURE_WP_ASYNC not supported\"},\"futex_waitv\":true,"
+              "\"state_dir\":{\"path\":\"/var/lib/rtcr/ecu1\",\"writable\":false,"
+              "\"error\":\"cannot create a file there: Permission denied\"},"
+              "\"targets\":[{\"name\":\"brake\",\"checkpoint_ms\":50,\"on_crash\":\"restore\","
+              "\"dirty_tracking\":\"auto\",\"effective\":\"hash\"},"
+              "{\"name\":\"logger\",\"checkpoint_ms\":0,\"on_crash\":\"none\","
+              "\"dirty_tracking\":\"full\",\"effective\":\"full\"}]}");
+    assert_string_equal(
+        text,
+        "ecu:             ecu1\n"
+        "kernel:          Linux 6.1.0 aarch64\n"
+        "dirty tracking:  hash (uffd-wp unavailable: UFFD_FEATURE_WP_ASYNC not supported)\n"
+        "futex_waitv:     available\n"
+        "state dir:       /var/lib/rtcr/ecu1 (NOT writable: cannot create a file there: "
+        "Permission denied)\n"
+        "target brake: checkpoint every 50 ms, on_crash restore, dirty tracking auto -> hash\n"
+        "target logger: no periodic checkpoints, on_crash none, dirty tracking full\n");
+    free(json);
+    free(text);
+
+    c.dirty_mode = "uffd-wp";
+    c.dirty_reason = "";
+    c.state_dir_writable = true;
+    c.n_targets = 0;
+    assert_int_equal(agent_render_check(&c, &json, &text), 0);
+    assert_non_null(strstr(json, "\"dirty_tracking\":{\"mode\":\"uffd-wp\",\"reason\":null}"));
+    assert_non_null(strstr(json, "\"writable\":true,\"error\":null"));
+    assert_non_null(strstr(text, "dirty tracking:  uffd-wp\n"));
+    assert_non_null(strstr(text, "/var/lib/rtcr/ecu1 (writable)\n"));
+    free(json);
+    free(text);
+}
+
 static void test_helpers(void **state)
 {
     (void)state;
@@ -147,13 +336,19 @@ static void test_helpers(void **state)
     assert_string_equal(agent_rights_string(4 | 2, r), "rs");
     assert_string_equal(agent_cap_type_name(AGENT_CAP_IRQ), "irq");
     assert_string_equal(agent_cap_type_name(AGENT_CAP_TYPE_MAX), "?");
+    assert_string_equal(agent_usec_string(0, b, sizeof(b)), "0us");
+    assert_string_equal(agent_usec_string(999, b, sizeof(b)), "999us");
+    assert_string_equal(agent_usec_string(3250, b, sizeof(b)), "3.2ms");
+    assert_string_equal(agent_usec_string(2500000, b, sizeof(b)), "2.50s");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_targets), cmocka_unit_test(test_caps),    cmocka_unit_test(test_log),
-        cmocka_unit_test(test_status),  cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_targets),    cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_log),        cmocka_unit_test(test_status),
+        cmocka_unit_test(test_checkpoint), cmocka_unit_test(test_images),
+        cmocka_unit_test(test_check),      cmocka_unit_test(test_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
