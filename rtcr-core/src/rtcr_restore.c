@@ -686,6 +686,8 @@ int rtcr_target_restore(rtcr_target_t *t, uint64_t epoch, char *err, size_t errs
     }
     if (r >= 0 && (r = target_launch(t)) < 0)
         fail(&p, r, "starting the process: %s", strerror(-r));
+    if (r >= 0)
+        ecu_timer_kick(t->ecu); /* the re-armed timers may be due before any other */
     rtcr_memstate_destroy(&mem);
     free(p.map);
     if (r < 0) {

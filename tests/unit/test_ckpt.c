@@ -59,7 +59,8 @@ static rtcr_target_t *add(rtcr_ecu_t *ecu, const char *name, const char *binary,
     assert_int_equal(rtcr_ecu_add_target(ecu, &spec, &t), 0);
     rtcr_ckpt_params_t cp = {.dirty_mode = -1,
                              .granularity = 4096,
-                             .quiesce_timeout_usec = 500000,
+                             /* generous: tests must not depend on scheduling under load */
+                             .quiesce_timeout_usec = 3000000,
                              .state_dir = dir};
     assert_int_equal(rtcr_target_set_ckpt_params(t, &cp), 0);
     return t;
