@@ -1,0 +1,1194 @@
+/* bench_ckpt.c — checkpoint and restore of real target processes through the ECU runtime
+ * (rtcr/ecu.h), with the benchmark target `memwriter` (targets/memwriter).
+ *
+ * 1. pause: rtcr_epoch_stats.freeze_usec (target quiesced .. resumed) for working sets of
+ *    16 MiB, 64 MiB, 256 MiB (and 1 GiB with `1g`) x 4 KiB, 64 KiB, 1 MiB,
+ *    16 MiB written per epoch. The target runs in "write only when told" mode: the bench fires
+ *    an interrupt, the target writes one batch (that many distinct pages), logs "irq=N done"
+ *    and acknowledges; the bench waits for that line and then checkpoints. So each epoch holds
+ *    exactly one batch plus the few pages of the target's own bookkeeping (the table shows
+ *    the pages actually copied). Goals: p99 <= 1 ms for 64 MiB / 1 MiB over 200+ epochs, and
+ *    per row p99 <= 2 x (copied bytes / memcpy bandwidth) + 200 us with memcpy measured in
+ *    this run.
+ * 2. sustained: the 64 MiB target dirtying 1 MiB every 10 ms on its own timer and computing
+ *    500 us of every 1 ms (work units = fixed arithmetic chunks, counted by the target and
+ *    logged every 100 ms with its clock). 1 s slices of baseline, control load (the CPU work
+ *    of copy + XXH3 + LZ4 of 1 MiB every 10 ms in this process, no checkpoint) and 100
+ *    checkpoints/s are interleaved, 5 of each, so that background load drifting on a shared
+ *    machine hits all three alike; a catch-up checkpoint before each checkpoint slice keeps the
+ *    dirt of the other slices out of it. Slowdown = work rate vs baseline. Goal <= 5 %.
+ * 3. encoding: encode_usec vs bytes_raw of the epochs of benchmark 1, the epoch encoder alone
+ *    (rtcr_epoch_builder on the very bytes of an epoch) and raw LZ4_compress_default on the
+ *    same bytes in frames of the same size. Goal: encoding >= 80 % of raw LZ4 speed.
+ * 4. restore: a 64 MiB target with a chain of one full and 9 incremental epochs (1 MiB each)
+ *    is killed and restored from the in-memory image; time from rtcr_target_restore until
+ *    the target reports running again (RTCR_EV_TARGET_STARTED "restored"). Goal p50 <= 30 ms.
+ *    The restored target must continue (its next interrupt count follows the old one).
+ *
+ * Output: a table per benchmark with goals and PASS/MISS, then `BENCH name=value unit` lines.
+ * The exit status is 0 unless an operation fails (benchmarks report, they do not judge).
+ *
+ *   B=build build/bench/bench_ckpt [quick] [1g] [pause] [sustained] [encoding] [restore]
+ *                                  [row=MEM_MIB:DIRTY_KIB:ROUNDS] [work_us=N]
+ * quick: fewer rounds; 1g: add the 1 GiB rows (~25 s more); naming sections runs only those
+ * (encoding implies pause); row= runs one pause row; work_us= the duty of benchmark 2.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <lz4.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <rtcr/ecu.h>
+#include <rtcr/image.h>
+
+#include "../lib/bench_util.h"
+
+#define KIB      ((size_t)1 << 10)
+#define MIB      ((size_t)1 << 20)
+#define IRQ_LINE 9u
+#define REPORTS  4096u /* progress lines kept */
+#define START_MS 60000u
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "bench_ckpt: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+/* Nearest-rank percentile p (0..1) of n integer samples, via bench_util's statistics. Sorts v
+ * (ascending), so v[n - 1] is the maximum afterwards. */
+static uint64_t pct(uint64_t *v, size_t n, double p)
+{
+    if (!n)
+        return 0;
+    double *d = malloc(n * sizeof(*d));
+    if (!d)
+        die("out of memory");
+    for (size_t i = 0; i < n; i++)
+        d[i] = (double)v[i];
+    bench_stats_t st;
+    bench_stats(d, n, &st); /* sorts d */
+    for (size_t i = 0; i < n; i++)
+        v[i] = (uint64_t)d[i];
+    double r = bench_percentile_sorted(d, n, p * 100.0);
+    free(d);
+    return (uint64_t)r;
+}
+
+static const char *size_name(size_t bytes, char *buf, size_t bufsz)
+{
+    unsigned v =
+        (unsigned)((bytes >= MIB && bytes % MIB == 0 ? bytes / MIB : bytes / KIB) % 1000000u);
+    snprintf(buf, bufsz, "%u%s", v, bytes >= MIB && bytes % MIB == 0 ? "MiB" : "KiB");
+    return buf;
+}
+
+static const char *verdict(bool ok)
+{
+    return ok ? "PASS" : "MISS";
+}
+
+static size_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb * KIB;
+}
+
+/* The load average: other work on this 2-core machine distorts every number here. */
+static void print_load(const char *what)
+{
+    char buf[128] = "";
+    FILE *f = fopen("/proc/loadavg", "re");
+    if (f && fgets(buf, sizeof(buf), f))
+        buf[strcspn(buf, "\n")] = '\0';
+    if (f)
+        fclose(f);
+    printf("%s (/proc/loadavg): %s\n", what, buf);
+}
+
+/* ---- raw limits of this machine, measured in this run ------------------------------------- */
+
+struct limits {
+    double memcpy_warm; /* bytes/s, 64 MiB between touched buffers */
+    double memcpy_cold; /* bytes/s, into freshly mapped memory (page faults included) */
+};
+
+static struct limits measure_limits(void)
+{
+    struct limits l = {0};
+    size_t n = 64 * MIB;
+    uint8_t *src = malloc(n), *dst = malloc(n);
+    if (!src || !dst)
+        die("out of memory");
+    memset(src, 0x5a, n);
+    memset(dst, 0, n);
+    double best = 1e30;
+    for (int i = 0; i < 5; i++) {
+        uint64_t t0 = bench_now_nsec();
+        memcpy(dst, src, n);
+        double dt = (double)(bench_now_nsec() - t0);
+        if (dt < best)
+            best = dt;
+    }
+    l.memcpy_warm = (double)n / best * 1e9;
+    best = 1e30;
+    for (int i = 0; i < 3; i++) {
+        uint8_t *d = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (d == MAP_FAILED)
+            die("mmap: %s", strerror(errno));
+        uint64_t t0 = bench_now_nsec();
+        memcpy(d, src, n);
+        double dt = (double)(bench_now_nsec() - t0);
+        munmap(d, n);
+        if (dt < best)
+            best = dt;
+    }
+    l.memcpy_cold = (double)n / best * 1e9;
+    free(src);
+    free(dst);
+    return l;
+}
+
+/* ---- the ECU and its callbacks ------------------------------------------------------------ */
+
+struct report {
+    uint64_t t_us;    /* target's monotonic clock */
+    uint64_t work;    /* work units so far */
+    uint64_t periods; /* dirtying periods so far */
+    uint64_t missed;  /* coalesced timer periods so far */
+};
+
+struct ckb {
+    rtcr_ecu_t *ecu;            /* the runtime */
+    const char *binary;         /* memwriter */
+    char dir[32];               /* temp dir for params files */
+    pthread_mutex_t lock;       /* protects the fields below (callbacks run on mirror threads) */
+    pthread_cond_t cond;        /* signalled on every change */
+    uint64_t irq_done;          /* newest "irq=N done" */
+    unsigned started;           /* RTCR_EV_TARGET_STARTED events */
+    unsigned exited;            /* RTCR_EV_TARGET_EXITED events */
+    uint64_t started_ns;        /* when the newest STARTED event came */
+    struct report rep[REPORTS]; /* progress lines of the current target */
+    unsigned n_rep;             /* entries of rep */
+    bool quick;                 /* fewer rounds */
+    bool with_1g;               /* also the 1 GiB rows */
+    unsigned work_us;           /* benchmark 2: computation per 1 ms tick of the target */
+};
+
+static void on_event(void *ctx, rtcr_target_t *t, enum rtcr_ecu_event ev, const char *detail)
+{
+    struct ckb *b = ctx;
+    (void)t;
+    uint64_t now = bench_now_nsec();
+    pthread_mutex_lock(&b->lock);
+    if (ev == RTCR_EV_TARGET_STARTED) {
+        b->started++;
+        b->started_ns = now;
+    } else if (ev == RTCR_EV_TARGET_EXITED) {
+        b->exited++;
+    } else if (ev == RTCR_EV_TARGET_DENIED || ev == RTCR_EV_TARGET_KILLED_BY_AGENT) {
+        fprintf(stderr, "bench_ckpt: event %d of '%s': %s\n", ev, rtcr_target_name(t),
+                detail ? detail : "");
+    }
+    pthread_cond_broadcast(&b->cond);
+    pthread_mutex_unlock(&b->lock);
+}
+
+static void on_log(void *ctx, rtcr_target_t *t, const char *line)
+{
+    struct ckb *b = ctx;
+    unsigned long long n, periods, work, missed, irqs, tus;
+    (void)t;
+    if (sscanf(line, "memwriter: irq=%llu done", &n) == 1) {
+        pthread_mutex_lock(&b->lock);
+        b->irq_done = n;
+        pthread_cond_broadcast(&b->cond);
+        pthread_mutex_unlock(&b->lock);
+    } else if (sscanf(line, "memwriter: periods=%llu work=%llu missed=%llu irqs=%llu t_us=%llu",
+                      &periods, &work, &missed, &irqs, &tus) == 5) {
+        pthread_mutex_lock(&b->lock);
+        if (b->n_rep < REPORTS)
+            b->rep[b->n_rep++] = (struct report){tus, work, periods, missed};
+        pthread_mutex_unlock(&b->lock);
+    } else if (strstr(line, "failed")) {
+        fprintf(stderr, "bench_ckpt: target says: %s\n", line);
+    }
+}
+
+/* wait (under b->lock) until pred holds or timeout; false on timeout */
+#define WAIT_UNTIL(b, pred, timeout_ms)                                                            \
+    ({                                                                                             \
+        struct timespec dl_;                                                                       \
+        clock_gettime(CLOCK_REALTIME, &dl_);                                                       \
+        uint64_t ns_ = (uint64_t)dl_.tv_nsec + (uint64_t)(timeout_ms)*1000000u;                    \
+        dl_.tv_sec += (time_t)(ns_ / 1000000000u);                                                 \
+        dl_.tv_nsec = (long)(ns_ % 1000000000u);                                                   \
+        int rc_ = 0;                                                                               \
+        while (!(pred) && rc_ == 0)                                                                \
+            rc_ = pthread_cond_timedwait(&(b)->cond, &(b)->lock, &dl_);                            \
+        (bool)(pred);                                                                              \
+    })
+
+/* Start a memwriter named `name` with these params; waits until construct finished. */
+static rtcr_target_t *mw_start(struct ckb *b, const char *name, size_t mem, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static rtcr_target_t *mw_start(struct ckb *b, const char *name, size_t mem, const char *fmt, ...)
+{
+    char path[128], text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    snprintf(path, sizeof(path), "%s/%s.params", b->dir, name);
+    FILE *f = fopen(path, "we");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+        die("writing %s: %s", path, strerror(errno));
+    rtcr_rom_spec_t rom = {.name = "params", .path = path};
+    rtcr_target_spec_t spec = {.name = name,
+                               .binary = b->binary,
+                               .ram_quota = mem + 16 * MIB,
+                               .cap_limit = 1024,
+                               .roms = &rom,
+                               .n_roms = 1};
+    rtcr_target_t *t = NULL;
+    int r = rtcr_ecu_add_target(b->ecu, &spec, &t);
+    if (r < 0)
+        die("adding target %s: %s", name, strerror(-r));
+    rtcr_ckpt_params_t cp = {.dirty_mode = -1,
+                             .granularity = 4096,
+                             .quiesce_timeout_usec = 500000,
+                             .state_dir = NULL,
+                             .max_chain = 0};
+    if ((r = rtcr_target_set_ckpt_params(t, &cp)) < 0)
+        die("checkpoint params: %s", strerror(-r));
+    pthread_mutex_lock(&b->lock);
+    unsigned before = b->started;
+    b->irq_done = 0;
+    b->n_rep = 0;
+    pthread_mutex_unlock(&b->lock);
+    if ((r = rtcr_target_start(t)) < 0)
+        die("starting %s: %s", name, strerror(-r));
+    pthread_mutex_lock(&b->lock);
+    bool ok = WAIT_UNTIL(b, b->started > before, START_MS);
+    pthread_mutex_unlock(&b->lock);
+    if (!ok || rtcr_target_state(t) != RTCR_TARGET_RUNNING)
+        die("%s did not start (state %s: %s)", name, rtcr_target_state_name(rtcr_target_state(t)),
+            rtcr_target_failure(t));
+    return t;
+}
+
+static void mw_remove(struct ckb *b, rtcr_target_t **t)
+{
+    if (rtcr_target_state(*t) == RTCR_TARGET_RUNNING ||
+        rtcr_target_state(*t) == RTCR_TARGET_STARTING)
+        rtcr_target_stop(*t);
+    int r = rtcr_ecu_remove_target(b->ecu, t);
+    if (r < 0)
+        die("removing a target: %s", strerror(-r));
+}
+
+static void checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *st)
+{
+    char err[512] = "";
+    int r = rtcr_target_checkpoint(t, st, err, sizeof(err));
+    if (r < 0)
+        die("checkpoint of %s: %s (%s)", rtcr_target_name(t), strerror(-r), err);
+}
+
+/* fire the interrupt and wait until the target wrote its batch (irq count `n`) */
+static void batch(struct ckb *b, uint64_t n)
+{
+    int r = rtcr_ecu_irq_fire(b->ecu, IRQ_LINE);
+    if (r != 1)
+        die("irq_fire: %d sessions notified", r);
+    pthread_mutex_lock(&b->lock);
+    bool ok = WAIT_UNTIL(b, b->irq_done >= n, 5000);
+    pthread_mutex_unlock(&b->lock);
+    if (!ok)
+        die("the target did not report batch %" PRIu64, n);
+}
+
+/* ---- 3: encoding on the very bytes of an epoch -------------------------------------------- */
+
+struct run {
+    uint32_t badge;  /* dataspace */
+    uint64_t offset; /* in it */
+    size_t len;      /* bytes */
+    size_t at;       /* in buf */
+};
+
+struct epoch_bytes {
+    uint8_t *buf;     /* concatenated uncompressed page data */
+    size_t len, cap;  /* used / allocated */
+    struct run *runs; /* where each piece came from */
+    size_t n, ncap;   /* used / allocated */
+};
+
+static int grab_pages(void *opaque, uint32_t badge, uint64_t offset, const void *data, size_t len)
+{
+    struct epoch_bytes *e = opaque;
+    if (!data)
+        return 0; /* zero run */
+    if (e->len + len > e->cap) {
+        size_t nc = e->cap ? e->cap * 2 : 4 * MIB;
+        while (nc < e->len + len)
+            nc *= 2;
+        if (!(e->buf = realloc(e->buf, nc)))
+            return -ENOMEM;
+        e->cap = nc;
+    }
+    if (e->n > 0 && e->runs[e->n - 1].badge == badge &&
+        e->runs[e->n - 1].offset + e->runs[e->n - 1].len == offset) {
+        e->runs[e->n - 1].len += len; /* consecutive frames of one run */
+    } else {
+        if (e->n == e->ncap) {
+            e->ncap = e->ncap ? e->ncap * 2 : 256;
+            if (!(e->runs = realloc(e->runs, e->ncap * sizeof(*e->runs))))
+                return -ENOMEM;
+        }
+        e->runs[e->n++] = (struct run){badge, offset, len, e->len};
+    }
+    memcpy(e->buf + e->len, data, len);
+    e->len += len;
+    return 0;
+}
+
+struct enc_result {
+    size_t bytes;       /* uncompressed page bytes of the epoch */
+    double lz4_bps;     /* raw LZ4_compress_default, bytes/s */
+    double lz4_ratio;   /* raw / compressed */
+    double lz4_dec_bps; /* LZ4_decompress_safe, bytes/s */
+    double xxh_bps;     /* XXH3_64bits, bytes/s */
+    double builder_bps; /* rtcr_epoch_builder: add_pages + finish, bytes/s */
+};
+
+static double best_of(int reps, double (*fn)(void *), void *ctx)
+{
+    double best = 1e30;
+    for (int i = 0; i < reps; i++) {
+        double dt = fn(ctx);
+        if (dt < best)
+            best = dt;
+    }
+    return best;
+}
+
+struct lz4_ctx {
+    const struct epoch_bytes *e; /* input */
+    char *out;                   /* compressed frames */
+    size_t out_cap;              /* bytes per frame slot */
+    size_t n_frames;             /* frames */
+    size_t *clen;                /* compressed length per frame */
+    char *dec;                   /* decompression target */
+    size_t total_out;            /* compressed bytes */
+};
+
+static double run_lz4(void *p)
+{
+    struct lz4_ctx *c = p;
+    size_t f = 0;
+    c->total_out = 0;
+    uint64_t t0 = bench_now_nsec();
+    for (size_t off = 0; off < c->e->len; off += RTCR_IMAGE_FRAME_SIZE, f++) {
+        size_t n =
+            c->e->len - off < RTCR_IMAGE_FRAME_SIZE ? c->e->len - off : RTCR_IMAGE_FRAME_SIZE;
+        int r = LZ4_compress_default((const char *)c->e->buf + off, c->out + f * c->out_cap, (int)n,
+                                     (int)c->out_cap);
+        if (r <= 0)
+            die("LZ4_compress_default failed");
+        c->clen[f] = (size_t)r;
+        c->total_out += (size_t)r;
+    }
+    return (double)(bench_now_nsec() - t0);
+}
+
+static double run_lz4_dec(void *p)
+{
+    struct lz4_ctx *c = p;
+    size_t f = 0;
+    uint64_t t0 = bench_now_nsec();
+    for (size_t off = 0; off < c->e->len; off += RTCR_IMAGE_FRAME_SIZE, f++) {
+        size_t n =
+            c->e->len - off < RTCR_IMAGE_FRAME_SIZE ? c->e->len - off : RTCR_IMAGE_FRAME_SIZE;
+        int r = LZ4_decompress_safe(c->out + f * c->out_cap, c->dec + off, (int)c->clen[f], (int)n);
+        if (r != (int)n)
+            die("LZ4_decompress_safe failed");
+    }
+    return (double)(bench_now_nsec() - t0);
+}
+
+static double run_xxh(void *p)
+{
+    const struct epoch_bytes *e = p;
+    uint64_t t0 = bench_now_nsec();
+    volatile uint64_t h = 0;
+    for (size_t off = 0; off < e->len; off += 4096)
+        h ^= XXH3_64bits(e->buf + off, e->len - off < 4096 ? e->len - off : 4096);
+    (void)h;
+    return (double)(bench_now_nsec() - t0);
+}
+
+struct builder_ctx {
+    const rtcr_epoch_t *ep;      /* the epoch (metadata, header) */
+    const struct epoch_bytes *e; /* its page data */
+};
+
+static double run_builder(void *p)
+{
+    struct builder_ctx *c = p;
+    const RtcrImg__EpochHeader *h = rtcr_epoch_header(c->ep);
+    size_t mlen;
+    const void *meta = rtcr_epoch_metadata_blob(c->ep, &mlen);
+    rtcr_epoch_info_t info = {.target = rtcr_epoch_target(c->ep),
+                              .epoch = 1,
+                              .parent = 0,
+                              .build_id = h->build_id.data,
+                              .build_id_len = h->build_id.len,
+                              .granularity = 4096};
+    rtcr_epoch_builder_t *bld = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    rtcr_image_err_t ierr = {{0}};
+    int r = rtcr_epoch_builder_new(&info, &bld);
+    if (r >= 0)
+        r = rtcr_epoch_builder_set_metadata_blob(bld, meta, mlen);
+    uint64_t t0 = bench_now_nsec(); /* the part that grows with the data */
+    for (size_t i = 0; i < c->e->n && r >= 0; i++)
+        r = rtcr_epoch_add_pages(bld, c->e->runs[i].badge, c->e->runs[i].offset,
+                                 c->e->buf + c->e->runs[i].at, c->e->runs[i].len);
+    if (r >= 0)
+        r = rtcr_epoch_finish(bld, &ierr, &buf, &len);
+    double dt = (double)(bench_now_nsec() - t0);
+    if (r < 0)
+        die("epoch builder: %s %s", strerror(-r), ierr.msg);
+    free(buf);
+    rtcr_epoch_builder_destroy(&bld);
+    return dt;
+}
+
+/* Raw speeds on the bytes of the newest epoch of t. */
+static struct enc_result encoding_on_epoch(rtcr_target_t *t)
+{
+    struct enc_result res = {0};
+    const rtcr_image_t *img = rtcr_target_image(t);
+    const rtcr_epoch_t *ep = img ? rtcr_image_epoch(img, rtcr_image_last(img)) : NULL;
+    if (!ep)
+        die("no epoch to analyse");
+    struct epoch_bytes e = {0};
+    rtcr_image_err_t ierr = {{0}};
+    int r = rtcr_epoch_foreach_pages(ep, grab_pages, &e, &ierr);
+    if (r < 0)
+        die("reading epoch pages: %s %s", strerror(-r), ierr.msg);
+    size_t frames = (e.len + RTCR_IMAGE_FRAME_SIZE - 1) / RTCR_IMAGE_FRAME_SIZE;
+    struct lz4_ctx c = {
+        .e = &e, .out_cap = (size_t)LZ4_compressBound(RTCR_IMAGE_FRAME_SIZE), .n_frames = frames};
+    c.out = malloc(c.out_cap * (frames ? frames : 1));
+    c.clen = calloc(frames ? frames : 1, sizeof(*c.clen));
+    c.dec = malloc(e.len ? e.len : 1);
+    if (!c.out || !c.clen || !c.dec)
+        die("out of memory");
+    int reps = e.len >= 8 * MIB ? 3 : 10;
+    res.bytes = e.len;
+    res.lz4_bps = (double)e.len / best_of(reps, run_lz4, &c) * 1e9;
+    res.lz4_ratio = c.total_out ? (double)e.len / (double)c.total_out : 0;
+    res.lz4_dec_bps = (double)e.len / best_of(reps, run_lz4_dec, &c) * 1e9;
+    res.xxh_bps = (double)e.len / best_of(reps, run_xxh, &e) * 1e9;
+    struct builder_ctx bc = {ep, &e};
+    res.builder_bps = (double)e.len / best_of(reps, run_builder, &bc) * 1e9;
+    free(c.out);
+    free(c.clen);
+    free(c.dec);
+    free(e.buf);
+    free(e.runs);
+    return res;
+}
+
+/* ---- 1: pause ----------------------------------------------------------------------------- */
+
+struct pause_row {
+    size_t mem, dirty;     /* working set, batch bytes */
+    unsigned rounds;       /* epochs measured */
+    uint64_t p50, p99;     /* freeze_usec */
+    uint64_t max;          /* freeze_usec */
+    uint64_t q50;          /* quiesce_usec p50 */
+    uint64_t copied;       /* bytes_raw p50 (what the pause copied) */
+    uint64_t enc_bytes;    /* sum of bytes_raw */
+    uint64_t enc_usec;     /* sum of encode_usec */
+    uint64_t stored;       /* sum of bytes_stored */
+    double goal_us;        /* 2 x copied / memcpy + 200 */
+    uint64_t full_freeze;  /* freeze of the first (full) epoch */
+    uint64_t full_encode;  /* encode of the first (full) epoch */
+    bool have_enc;         /* enc filled */
+    struct enc_result enc; /* raw speeds on this row's last epoch */
+};
+
+static struct pause_row pause_row(struct ckb *b, size_t mem, size_t dirty, unsigned rounds,
+                                  const struct limits *lim, bool analyse)
+{
+    struct pause_row row = {.mem = mem, .dirty = dirty, .rounds = rounds};
+    char name[64], m[16], d[16];
+    snprintf(name, sizeof(name), "mw-%s-%s", size_name(mem, m, sizeof(m)),
+             size_name(dirty, d, sizeof(d)));
+    rtcr_target_t *t = mw_start(b, name, mem,
+                                "mem_mib=%zu\ndirty_kib=%zu\nperiod_us=0\nirq_line=%u\n"
+                                "report_ms=1000\n",
+                                mem / MIB, dirty / KIB, IRQ_LINE);
+    rtcr_epoch_stats_t st;
+    checkpoint(t, &st); /* full */
+    row.full_freeze = st.freeze_usec;
+    row.full_encode = st.encode_usec;
+    uint64_t n = 0;
+    for (int w = 0; w < 2; w++) { /* warm-up: staging, tracker, caches */
+        batch(b, ++n);
+        checkpoint(t, &st);
+    }
+    uint64_t *fr = calloc(rounds, sizeof(*fr)), *qu = calloc(rounds, sizeof(*qu));
+    uint64_t *cp = calloc(rounds, sizeof(*cp));
+    if (!fr || !qu || !cp)
+        die("out of memory");
+    for (unsigned i = 0; i < rounds; i++) {
+        batch(b, ++n);
+        checkpoint(t, &st);
+        fr[i] = st.freeze_usec;
+        qu[i] = st.quiesce_usec;
+        cp[i] = st.bytes_raw;
+        row.enc_bytes += st.bytes_raw;
+        row.enc_usec += st.encode_usec;
+        row.stored += st.bytes_stored;
+        if (st.freeze_usec > row.max)
+            row.max = st.freeze_usec;
+    }
+    row.p50 = pct(fr, rounds, 0.50);
+    row.p99 = pct(fr, rounds, 0.99);
+    row.q50 = pct(qu, rounds, 0.50);
+    row.copied = pct(cp, rounds, 0.50);
+    row.goal_us = 2.0 * (double)row.copied / lim->memcpy_warm * 1e6 + 200.0;
+    if (analyse) {
+        row.enc = encoding_on_epoch(t);
+        row.have_enc = true;
+    }
+    free(fr);
+    free(qu);
+    free(cp);
+    mw_remove(b, &t);
+    return row;
+}
+
+/* ---- 2: sustained ------------------------------------------------------------------------- */
+
+/* Work done in [t0, t1] (ns, monotonic) from the progress lines inside it: adds the units,
+ * the target's elapsed usec and the coalesced periods to the accumulators. */
+static void work_in(struct ckb *b, uint64_t t0, uint64_t t1, double *units, double *usec,
+                    double *missed)
+{
+    pthread_mutex_lock(&b->lock);
+    const struct report *first = NULL, *last = NULL;
+    for (unsigned i = 0; i < b->n_rep; i++) {
+        uint64_t t = b->rep[i].t_us * 1000u;
+        if (t < t0 || t > t1)
+            continue;
+        if (!first)
+            first = &b->rep[i];
+        last = &b->rep[i];
+    }
+    if (first && last && last->t_us > first->t_us) {
+        *units += (double)(last->work - first->work);
+        *usec += (double)(last->t_us - first->t_us);
+        *missed += (double)(last->missed - first->missed);
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+static double cpu_sec(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void sleep_until(uint64_t t_ns)
+{
+    struct timespec ts = {(time_t)(t_ns / 1000000000u), (long)(t_ns % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+struct grab1 {
+    char buf[MIB]; /* the first MiB of page data of an epoch */
+    size_t len;    /* bytes in buf */
+};
+
+static int grab_1mib(void *opaque, uint32_t badge, uint64_t offset, const void *data, size_t len)
+{
+    struct grab1 *g = opaque;
+    (void)badge;
+    (void)offset;
+    if (!data)
+        return 0;
+    size_t n = len < MIB - g->len ? len : MIB - g->len;
+    memcpy(g->buf + g->len, data, n);
+    g->len += n;
+    return g->len == MIB ? -ECANCELED : 0;
+}
+
+enum phase { PH_BASE, PH_CONTROL, PH_CKPT, PH_MAX };
+
+struct sustained {
+    unsigned reps;               /* slices per phase */
+    double rate[PH_MAX];         /* work units/s per phase (sum of units / sum of time) */
+    double slice_min, slice_max; /* baseline slices: lowest and highest rate (noise) */
+    double missed[PH_MAX];       /* coalesced timer periods per second */
+    double cpu[PH_MAX];          /* CPU of this process per phase, cores */
+    double slowdown;             /* percent, checkpoints vs baseline */
+    double control_slowdown;     /* percent, control load vs baseline */
+    unsigned ckpts;              /* checkpoints taken */
+    double ckpt_rate;            /* checkpoints/s achieved in the checkpoint slices */
+    uint64_t p50, p99;           /* freeze_usec */
+    uint64_t q50, q99;           /* quiesce_usec */
+    uint64_t call50, call99;     /* whole rtcr_target_checkpoint call, us */
+    uint64_t raw50;              /* bytes_raw p50 */
+};
+
+/* Benchmark 2. Phases are interleaved in slices of SLICE_NS (baseline, control, checkpoints,
+ * repeated) so that drifting background load on the machine hits all three alike. */
+#define SLICE_NS 1000000000u
+#define GAP_NS   200000000u
+
+static struct sustained sustained(struct ckb *b)
+{
+    struct sustained s = {.reps = b->quick ? 3 : 5, .slice_min = 1e30};
+    rtcr_target_t *t = mw_start(b, "mw-sustained", 64 * MIB,
+                                "mem_mib=64\ndirty_kib=1024\nperiod_us=10000\nwork_us=%u\n"
+                                "work_period_us=1000\nreport_ms=100\n",
+                                b->work_us);
+    rtcr_epoch_stats_t st;
+    sleep_until(bench_now_nsec() + 500000000u);
+    checkpoint(t, &st); /* the full epoch is not part of the steady state */
+
+    /* control load: the CPU work of a checkpoint's copy + encode (memcpy, XXH3 per page, LZ4)
+     * on 1 MiB of the target's own data, in this process, without checkpointing */
+    static struct grab1 g;
+    g.len = 0;
+    const rtcr_image_t *img = rtcr_target_image(t);
+    const rtcr_epoch_t *full = img ? rtcr_image_epoch(img, rtcr_image_last(img)) : NULL;
+    if (!full || rtcr_epoch_foreach_pages(full, grab_1mib, &g, NULL) != -ECANCELED)
+        die("no data for the control phase");
+    char *lz = malloc((size_t)LZ4_compressBound((int)MIB)), *stage = malloc(MIB);
+    size_t cap = (size_t)s.reps * 100 + 16;
+    uint64_t *fr = calloc(cap, sizeof(*fr)), *qu = calloc(cap, sizeof(*qu));
+    uint64_t *call = calloc(cap, sizeof(*call)), *raw = calloc(cap, sizeof(*raw));
+    if (!lz || !stage || !fr || !qu || !call || !raw)
+        die("out of memory");
+    double units[PH_MAX] = {0}, usec[PH_MAX] = {0}, missed[PH_MAX] = {0}, cpu[PH_MAX] = {0};
+    double ckpt_wall = 0;
+    volatile uint64_t sink = 0;
+    for (unsigned rep = 0; rep < s.reps; rep++) {
+        for (int ph = 0; ph < PH_MAX; ph++) {
+            if (ph == PH_CKPT) {
+                /* catch up outside the slice: the other slices dirtied up to the whole set */
+                checkpoint(t, &st);
+                sleep_until(bench_now_nsec() + GAP_NS);
+            }
+            double c0 = cpu_sec();
+            uint64_t t0 = bench_now_nsec(), next = t0, end = t0 + SLICE_NS;
+            while (ph != PH_BASE && bench_now_nsec() < end) {
+                sleep_until(next);
+                if (ph == PH_CONTROL) {
+                    memcpy(stage, g.buf, MIB);
+                    for (size_t off = 0; off < MIB; off += 4096)
+                        sink ^= XXH3_64bits(stage + off, 4096);
+                    sink ^= (uint64_t)LZ4_compress_default(stage, lz, (int)MIB,
+                                                           LZ4_compressBound((int)MIB));
+                } else if (s.ckpts < cap) {
+                    uint64_t c = bench_now_nsec();
+                    checkpoint(t, &st);
+                    call[s.ckpts] = (bench_now_nsec() - c) / 1000u;
+                    fr[s.ckpts] = st.freeze_usec;
+                    qu[s.ckpts] = st.quiesce_usec;
+                    raw[s.ckpts] = st.bytes_raw;
+                    s.ckpts++;
+                }
+                next += 10000000u; /* 100/s; a late one is not made up for */
+                if (next < bench_now_nsec())
+                    next = bench_now_nsec();
+            }
+            sleep_until(end);
+            uint64_t t1 = bench_now_nsec();
+            cpu[ph] += cpu_sec() - c0;
+            if (ph == PH_CKPT)
+                ckpt_wall += (double)(t1 - t0) / 1e9;
+            sleep_until(t1 + GAP_NS); /* the slice's last progress line arrives */
+            double u = 0, us = 0;
+            work_in(b, t0, t1, &u, &us, &missed[ph]);
+            units[ph] += u;
+            usec[ph] += us;
+            if (ph == PH_BASE && us > 0) {
+                double r = u / us * 1e6;
+                s.slice_min = r < s.slice_min ? r : s.slice_min;
+                s.slice_max = r > s.slice_max ? r : s.slice_max;
+            }
+        }
+    }
+    for (int ph = 0; ph < PH_MAX; ph++) {
+        s.rate[ph] = usec[ph] > 0 ? units[ph] / usec[ph] * 1e6 : 0;
+        s.missed[ph] = usec[ph] > 0 ? missed[ph] / usec[ph] * 1e6 : 0;
+        s.cpu[ph] = cpu[ph] / (s.reps * (double)SLICE_NS / 1e9);
+    }
+    double base = s.rate[PH_BASE];
+    s.slowdown = base > 0 ? (1.0 - s.rate[PH_CKPT] / base) * 100.0 : 0;
+    s.control_slowdown = base > 0 ? (1.0 - s.rate[PH_CONTROL] / base) * 100.0 : 0;
+    s.ckpt_rate = ckpt_wall > 0 ? s.ckpts / ckpt_wall : 0;
+    s.p50 = pct(fr, s.ckpts, 0.50);
+    s.p99 = pct(fr, s.ckpts, 0.99);
+    s.q50 = pct(qu, s.ckpts, 0.50);
+    s.q99 = pct(qu, s.ckpts, 0.99);
+    s.call50 = pct(call, s.ckpts, 0.50);
+    s.call99 = pct(call, s.ckpts, 0.99);
+    s.raw50 = pct(raw, s.ckpts, 0.50);
+    free(lz);
+    free(stage);
+    free(fr);
+    free(qu);
+    free(call);
+    free(raw);
+    mw_remove(b, &t);
+    return s;
+}
+
+/* ---- 4: restore --------------------------------------------------------------------------- */
+
+struct restore {
+    unsigned runs;      /* restores */
+    uint64_t p50, max;  /* until running, us */
+    uint64_t call50;    /* rtcr_target_restore returned, us */
+    uint64_t mat50;     /* rtcr_image_materialize of the same image alone, us */
+    bool continues;     /* every restored incarnation continued its count */
+    size_t image_bytes; /* stored bytes of the chain (last run) */
+    unsigned epochs;    /* epochs in the chain */
+};
+
+static size_t image_bytes(const rtcr_image_t *img)
+{
+    size_t sum = 0;
+    for (uint64_t e = rtcr_image_first(img); e && e <= rtcr_image_last(img); e++) {
+        size_t len = 0;
+        const rtcr_epoch_t *ep = rtcr_image_epoch(img, e);
+        if (ep)
+            rtcr_epoch_bytes(ep, &len);
+        sum += len;
+    }
+    return sum;
+}
+
+static struct restore restore_bench(struct ckb *b)
+{
+    struct restore res = {.runs = b->quick ? 3 : 7, .continues = true, .epochs = 10};
+    rtcr_target_t *t = mw_start(b, "mw-restore", 64 * MIB,
+                                "mem_mib=64\ndirty_kib=1024\nperiod_us=0\nirq_line=%u\n"
+                                "report_ms=1000\n",
+                                IRQ_LINE);
+    uint64_t *until = calloc(res.runs, sizeof(*until)), *call = calloc(res.runs, sizeof(*call));
+    uint64_t *mat = calloc(res.runs, sizeof(*mat));
+    if (!until || !call || !mat)
+        die("out of memory");
+    uint64_t n = 0;
+    for (unsigned run = 0; run < res.runs; run++) {
+        rtcr_epoch_stats_t st;
+        for (unsigned e = 0; e < res.epochs; e++) { /* full, then incremental */
+            batch(b, ++n);
+            checkpoint(t, &st);
+        }
+        const rtcr_image_t *img = rtcr_target_image(t);
+        res.image_bytes = image_bytes(img);
+        /* the share of materialising the image alone (no process, no objects) */
+        rtcr_memstate_t *ms = NULL;
+        rtcr_image_err_t ierr = {{0}};
+        uint64_t m0 = bench_now_nsec();
+        int r = rtcr_image_materialize(img, 0 + rtcr_image_last(img), &ierr, &ms);
+        mat[run] = (bench_now_nsec() - m0) / 1000u;
+        if (r < 0)
+            die("materialize: %s", ierr.msg);
+        rtcr_memstate_destroy(&ms);
+
+        pthread_mutex_lock(&b->lock);
+        unsigned exited = b->exited;
+        pthread_mutex_unlock(&b->lock);
+        if ((r = rtcr_target_kill(t)) < 0)
+            die("kill: %s", strerror(-r));
+        for (int i = 0; i < 5000 && rtcr_target_state(t) != RTCR_TARGET_FAILED; i++) {
+            rtcr_ecu_reap(b->ecu);
+            if (rtcr_target_state(t) != RTCR_TARGET_FAILED)
+                usleep(1000);
+        }
+        if (rtcr_target_state(t) != RTCR_TARGET_FAILED)
+            die("killed target not reaped");
+        (void)exited;
+
+        pthread_mutex_lock(&b->lock);
+        unsigned before = b->started;
+        pthread_mutex_unlock(&b->lock);
+        char err[512] = "";
+        uint64_t t0 = bench_now_nsec();
+        r = rtcr_target_restore(t, 0, err, sizeof(err));
+        uint64_t t1 = bench_now_nsec();
+        if (r < 0)
+            die("restore: %s (%s)", strerror(-r), err);
+        pthread_mutex_lock(&b->lock);
+        bool ok = WAIT_UNTIL(b, b->started > before, 10000);
+        uint64_t ts = b->started_ns;
+        pthread_mutex_unlock(&b->lock);
+        if (!ok || rtcr_target_state(t) != RTCR_TARGET_RUNNING)
+            die("restored target did not run (state %s: %s)",
+                rtcr_target_state_name(rtcr_target_state(t)), rtcr_target_failure(t));
+        until[run] = (ts - t0) / 1000u;
+        call[run] = (t1 - t0) / 1000u;
+        /* it continues: the next interrupt is number n + 1 for the restored target too */
+        if (rtcr_ecu_irq_fire(b->ecu, IRQ_LINE) != 1)
+            res.continues = false;
+        pthread_mutex_lock(&b->lock);
+        ok = WAIT_UNTIL(b, b->irq_done >= n + 1, 5000);
+        if (b->irq_done != n + 1)
+            res.continues = false;
+        pthread_mutex_unlock(&b->lock);
+        if (!ok)
+            die("restored target does not handle interrupts");
+        n++;
+    }
+    res.p50 = pct(until, res.runs, 0.50);
+    res.max = until[res.runs - 1];
+    res.call50 = pct(call, res.runs, 0.50);
+    res.mat50 = pct(mat, res.runs, 0.50);
+    free(until);
+    free(call);
+    free(mat);
+    mw_remove(b, &t);
+    return res;
+}
+
+/* Benchmark 1: the pause table. `only` (rounds > 0) restricts it to one row. Returns rows. */
+static unsigned pause_all(struct ckb *b, const struct limits *lim, struct pause_row *rows,
+                          const struct pause_row *only)
+{
+    static const size_t mems[] = {16 * MIB, 64 * MIB, 256 * MIB, 1024 * MIB};
+    static const size_t dirties[] = {4 * KIB, 64 * KIB, 1 * MIB, 16 * MIB};
+    bool with_1g = b->with_1g && mem_available() > ((size_t)8 << 30);
+    if (!with_1g)
+        printf("(1 GiB rows skipped: they take ~25 s on 2 cores; run with `1g` to include them)\n");
+    if (only && only->rounds)
+        with_1g = true;
+    unsigned nrows = 0;
+    printf("\n-- 1. pause (freeze_usec: target quiesced .. resumed) --\n");
+    printf("method: interrupt-driven target; the bench fires IRQ %u, the target writes one batch "
+           "of distinct pages,\nlogs \"irq=N done\", the bench waits for that line and "
+           "checkpoints: exactly one batch per epoch\n",
+           IRQ_LINE);
+    printf("goal per row: p99 <= 2 x (copied bytes / memcpy %.2f GB/s) + 200 us; "
+           "64MiB/1MiB: p99 <= 1 ms over 200+ epochs\n",
+           lim->memcpy_warm / 1e9);
+    printf("%-8s %-8s %6s %9s %9s %9s %9s %10s %9s %7s %s\n", "memory", "dirty", "epochs", "p50_us",
+           "p99_us", "max_us", "quiesce", "copied_KiB", "goal_us", "p99/gl", "");
+    for (size_t mi = 0; mi < sizeof(mems) / sizeof(mems[0]); mi++) {
+        if (mems[mi] > 256 * MIB && !with_1g)
+            continue;
+        for (size_t di = 0; di < sizeof(dirties) / sizeof(dirties[0]); di++) {
+            size_t mem = mems[mi], dirty = dirties[di];
+            unsigned rounds = (mem == 64 * MIB && dirty == MIB) ? 250 : dirty >= 16 * MIB ? 20 : 40;
+            if (b->quick)
+                rounds = rounds > 60 ? 200 : rounds / 2;
+            if (mem > 256 * MIB)
+                rounds = dirty >= 16 * MIB ? 10 : 30;
+            if (only && only->rounds) {
+                if (mem != only->mem || dirty != only->dirty)
+                    continue;
+                rounds = only->rounds;
+            }
+            bool analyse = mem == 64 * MIB && dirty >= MIB;
+            struct pause_row *row = &rows[nrows++];
+            *row = pause_row(b, mem, dirty, rounds, lim, analyse);
+            char m[16], d[16];
+            bool ok = (double)row->p99 <= row->goal_us;
+            printf("%-8s %-8s %6u %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %9" PRIu64
+                   " %10.0f %9.0f %7.2f %s\n",
+                   size_name(mem, m, sizeof(m)), size_name(dirty, d, sizeof(d)), row->rounds,
+                   row->p50, row->p99, row->max, row->q50, (double)row->copied / KIB, row->goal_us,
+                   (double)row->p99 / row->goal_us, verdict(ok));
+        }
+    }
+    printf("(quiesce = p50 of quiesce_usec, before the pause; copied = p50 of bytes_raw)\n");
+    printf("first (full) epochs: ");
+    for (unsigned i = 0; i < nrows; i += 4) {
+        char m[16];
+        printf("%s freeze %.1f ms encode %.1f ms; ", size_name(rows[i].mem, m, sizeof(m)),
+               rows[i].full_freeze / 1e3, rows[i].full_encode / 1e3);
+    }
+    printf("\n");
+    const struct pause_row *key = NULL;
+    unsigned met = 0;
+    for (unsigned i = 0; i < nrows; i++) {
+        char m[16], d[16], k[64];
+        const struct pause_row *row = &rows[i];
+        snprintf(k, sizeof(k), "ckpt_pause_%s_%s", size_name(row->mem, m, sizeof(m)),
+                 size_name(row->dirty, d, sizeof(d)));
+        printf("BENCH %s_p50=%" PRIu64 " us\n", k, row->p50);
+        printf("BENCH %s_p99=%" PRIu64 " us\n", k, row->p99);
+        printf("BENCH %s_p99_goal_ratio=%.3f x\n", k, (double)row->p99 / row->goal_us);
+        met += (double)row->p99 <= row->goal_us;
+        if (row->mem == 64 * MIB && row->dirty == MIB)
+            key = row;
+    }
+    printf("rows meeting the per-row goal: %u of %u\n", met, nrows);
+    printf("BENCH ckpt_pause_goal_rows_met=%u of_%u\n", met, nrows);
+    if (key) {
+        printf("64MiB/1MiB over %u epochs: p50 %" PRIu64 " us, p99 %" PRIu64
+               " us (goal <= 1000 us) %s\n",
+               key->rounds, key->p50, key->p99, verdict(key->p99 <= 1000));
+        printf("BENCH ckpt_pause_64MiB_1MiB_p99_le_1ms=%d bool\n", key->p99 <= 1000);
+    }
+
+    return nrows;
+}
+
+/* Benchmark 2: work rate with and without 100 checkpoints/s. */
+static void sustained_report(struct ckb *b)
+{
+    printf("\n-- 2. sustained 100 checkpoints/s, 64 MiB target, 1 MiB dirtied every 10 ms --\n");
+    printf("method: the target computes %u us of every 1 ms (wall-clock budget, fixed arithmetic "
+           "chunks = work units)\nand reports its count every 100 ms; 1 s slices of baseline, "
+           "control load and checkpointing,\ninterleaved, %u of each; control = the CPU work of "
+           "copy + XXH3 + LZ4 of 1 MiB every 10 ms in the\nagent process without any "
+           "checkpoint (what encoding alone costs the target on this machine)\n",
+           b->work_us, b->quick ? 3u : 5u);
+    struct sustained s = sustained(b);
+    static const char *const names[PH_MAX] = {"baseline", "control load (no checkpoint)",
+                                              "100 checkpoints/s"};
+    printf("%-30s %14s %10s %12s %10s\n", "phase", "work units/s", "vs base", "late ticks/s",
+           "agent_cpu");
+    for (int ph = 0; ph < PH_MAX; ph++)
+        printf("%-30s %14.0f %9.1f%% %12.1f %10.2f\n", names[ph], s.rate[ph],
+               s.rate[PH_BASE] > 0 ? (s.rate[ph] / s.rate[PH_BASE] - 1.0) * 100 : 0, s.missed[ph],
+               s.cpu[ph]);
+    printf("baseline slices ranged %.0f .. %.0f units/s (noise of this machine)\n", s.slice_min,
+           s.slice_max);
+    printf("checkpoints: %u at %.1f/s; freeze p50 %" PRIu64 " us p99 %" PRIu64
+           " us; quiesce p50 %" PRIu64 " us p99 %" PRIu64 " us;\n  whole call p50 %" PRIu64
+           " us p99 %" PRIu64 " us; bytes_raw p50 %" PRIu64 " KiB\n",
+           s.ckpts, s.ckpt_rate, s.p50, s.p99, s.q50, s.q99, s.call50, s.call99, s.raw50 / 1024);
+    printf("slowdown %.1f %% (goal <= 5 %%) %s; of it the control load alone: %.1f %%; "
+           "rate %.1f/s (goal 100/s) %s\n",
+           s.slowdown, verdict(s.slowdown <= 5.0), s.control_slowdown, s.ckpt_rate,
+           verdict(s.ckpt_rate >= 99.0));
+    printf("BENCH ckpt_sustained_work_base=%.0f units/s\n", s.rate[PH_BASE]);
+    printf("BENCH ckpt_sustained_work_ckpt=%.0f units/s\n", s.rate[PH_CKPT]);
+    printf("BENCH ckpt_sustained_slowdown=%.2f %%\n", s.slowdown);
+    printf("BENCH ckpt_sustained_control_slowdown=%.2f %%\n", s.control_slowdown);
+    printf("BENCH ckpt_sustained_rate=%.1f ckpt/s\n", s.ckpt_rate);
+    printf("BENCH ckpt_sustained_freeze_p99=%" PRIu64 " us\n", s.p99);
+    printf("BENCH ckpt_sustained_quiesce_p99=%" PRIu64 " us\n", s.q99);
+    printf("BENCH ckpt_sustained_call_p99=%" PRIu64 " us\n", s.call99);
+    printf("BENCH ckpt_sustained_agent_cpu=%.2f cores\n", s.cpu[PH_CKPT]);
+}
+
+/* Benchmark 3: encoding speed against raw LZ4, from the rows of benchmark 1. */
+static void encoding_report(const struct pause_row *rows, unsigned nrows)
+{
+    printf("\n-- 3. encoding (protobuf + zero detection + XXH3 + LZ4 frames of %u KiB) --\n",
+           RTCR_IMAGE_FRAME_SIZE / 1024);
+    printf("method: checkpoint = sum(bytes_raw)/sum(encode_usec) of the epochs of benchmark 1; "
+           "encoder = rtcr_epoch_builder\nadding the same bytes (taken from the newest epoch) "
+           "and finishing; raw = LZ4_compress_default on those bytes\n");
+    printf("%-8s %-8s %10s %10s %10s %10s %8s %9s %9s %s\n", "memory", "dirty", "ckpt_MB/s",
+           "enc_MB/s", "lz4_MB/s", "ckpt/lz4", "enc/lz4", "lz4_ratio", "xxh_GB/s", "");
+    double key_ratio = -1;
+    for (unsigned i = 0; i < nrows; i++) {
+        const struct pause_row *row = &rows[i];
+        if (row->dirty < MIB)
+            continue;
+        char m[16], d[16], k[64];
+        double ckpt_bps = row->enc_usec ? (double)row->enc_bytes / (double)row->enc_usec * 1e6 : 0;
+        size_name(row->mem, m, sizeof(m));
+        size_name(row->dirty, d, sizeof(d));
+        snprintf(k, sizeof(k), "ckpt_encode_%s_%s", m, d);
+        if (row->have_enc) {
+            double ratio = ckpt_bps / row->enc.lz4_bps;
+            printf("%-8s %-8s %10.0f %10.0f %10.0f %10.2f %8.2f %9.2f %9.1f %s\n", m, d,
+                   ckpt_bps / 1e6, row->enc.builder_bps / 1e6, row->enc.lz4_bps / 1e6, ratio,
+                   row->enc.builder_bps / row->enc.lz4_bps, row->enc.lz4_ratio,
+                   row->enc.xxh_bps / 1e9, verdict(ratio >= 0.8));
+            printf("BENCH %s_lz4=%.0f MB/s\n", k, row->enc.lz4_bps / 1e6);
+            printf("BENCH %s_encoder=%.0f MB/s\n", k, row->enc.builder_bps / 1e6);
+            printf("BENCH %s_vs_lz4=%.3f x\n", k, ratio);
+            if (row->dirty == MIB)
+                key_ratio = ratio;
+        } else {
+            printf("%-8s %-8s %10.0f %10s %10s %10s %8s %9s %9s\n", m, d, ckpt_bps / 1e6, "-", "-",
+                   "-", "-", "-", "-");
+        }
+        printf("BENCH %s=%.0f MB/s\n", k, ckpt_bps / 1e6);
+    }
+    if (key_ratio >= 0)
+        printf("checkpoint encoding at %.0f %% of raw LZ4 speed (64MiB/1MiB): LZ4 time / encode "
+               "time %.2f (goal <= 1.25, i.e. >= 80 %%) %s\n",
+               key_ratio * 100, key_ratio > 0 ? 1.0 / key_ratio : 0, verdict(key_ratio >= 0.8));
+}
+
+/* Benchmark 4: restore of a 64 MiB target; rows give the LZ4 decompression speed. */
+static void restore_report(struct ckb *b, const struct limits *lim, const struct pause_row *rows,
+                           unsigned nrows)
+{
+    printf("\n-- 4. restore of a 64 MiB target from the in-memory image --\n");
+    printf("method: chain of 1 full + 9 incremental epochs (1 MiB batches), SIGKILL, reap, time "
+           "rtcr_target_restore\nuntil the target reports running (event STARTED \"restored\"); "
+           "then one interrupt must give count n+1\n");
+    struct restore rs = restore_bench(b);
+    const struct enc_result *ke = NULL;
+    for (unsigned i = 0; i < nrows; i++)
+        if (rows[i].have_enc && rows[i].dirty == MIB)
+            ke = &rows[i].enc;
+    double floor_ms = (64.0 * MIB) / lim->memcpy_warm * 1e3;
+    if (ke)
+        floor_ms += (64.0 * MIB) / ke->lz4_dec_bps * 1e3;
+    printf("runs %u, image %.1f MiB in %u epochs: until running p50 %.1f ms (max %.1f ms); "
+           "restore call p50 %.1f ms;\n  materialize alone p50 %.1f ms; floor (LZ4 decompress "
+           "+ memcpy of 64 MiB) %.1f ms; continues: %s\n",
+           rs.runs, (double)rs.image_bytes / MIB, rs.epochs, rs.p50 / 1e3, rs.max / 1e3,
+           rs.call50 / 1e3, rs.mat50 / 1e3, floor_ms, rs.continues ? "yes" : "NO");
+    printf("restore until running: p50 %.1f ms (goal <= 30 ms) %s\n", rs.p50 / 1e3,
+           verdict(rs.p50 <= 30000));
+    printf("BENCH ckpt_restore_64MiB_p50=%.1f ms\n", rs.p50 / 1e3);
+    printf("BENCH ckpt_restore_64MiB_call_p50=%.1f ms\n", rs.call50 / 1e3);
+    printf("BENCH ckpt_restore_64MiB_materialize_p50=%.1f ms\n", rs.mat50 / 1e3);
+    printf("BENCH ckpt_restore_64MiB_floor=%.1f ms\n", floor_ms);
+    printf("BENCH ckpt_restore_continues=%d bool\n", rs.continues);
+}
+
+/* The params directory; atexit needs it without an argument. */
+static const char *tmpdir_path;
+
+static void remove_tmpdir(void)
+{
+    DIR *dir = tmpdir_path ? opendir(tmpdir_path) : NULL;
+    for (struct dirent *de; dir && (de = readdir(dir));)
+        if (de->d_name[0] != '.')
+            unlinkat(dirfd(dir), de->d_name, 0);
+    if (dir)
+        closedir(dir);
+    if (tmpdir_path)
+        rmdir(tmpdir_path);
+}
+
+/* ---- main --------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    static struct ckb ckb;
+    struct ckb *b = &ckb;
+    bool want[4] = {false, false, false, false}, any = false;
+    b->work_us = 500;
+    struct pause_row only = {0};
+    for (int i = 1; i < argc; i++) {
+        static const char *const names[4] = {"pause", "sustained", "encoding", "restore"};
+        unsigned long long mm, dk, rn;
+        bool known = false;
+        unsigned w;
+        if (strcmp(argv[i], "quick") == 0) {
+            b->quick = known = true;
+        } else if (strcmp(argv[i], "1g") == 0) {
+            b->with_1g = known = true;
+        } else if (sscanf(argv[i], "work_us=%u", &w) == 1 && w > 0 && w < 1000) {
+            b->work_us = w;
+            known = true;
+        } else if (sscanf(argv[i], "row=%llu:%llu:%llu", &mm, &dk, &rn) == 3 && mm && dk && rn) {
+            only = (struct pause_row){
+                .mem = (size_t)mm * MIB, .dirty = (size_t)dk * KIB, .rounds = (unsigned)rn};
+            want[0] = any = known = true;
+        }
+        for (unsigned k = 0; k < 4; k++)
+            if (strcmp(argv[i], names[k]) == 0)
+                want[k] = any = known = true;
+        if (!known)
+            die("usage: bench_ckpt [quick] [1g] [pause] [sustained] [encoding] [restore] "
+                "[row=MEM_MIB:DIRTY_KIB:ROUNDS] [work_us=N]");
+    }
+    for (unsigned k = 0; k < 4 && !any; k++)
+        want[k] = true;
+    if (want[2])
+        want[0] = true; /* encoding analyses the epochs of the pause rows */
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const char *bdir = getenv("B");
+    static char binary[512];
+    snprintf(binary, sizeof(binary), "%s/targets/memwriter", bdir && *bdir ? bdir : "build");
+    b->binary = binary;
+    if (access(binary, X_OK) != 0)
+        die("%s: %s (make %s)", binary, strerror(errno), binary);
+    snprintf(b->dir, sizeof(b->dir), "/tmp/bench_ckpt.XXXXXX");
+    if (!mkdtemp(b->dir))
+        die("mkdtemp: %s", strerror(errno));
+    tmpdir_path = b->dir;
+    atexit(remove_tmpdir); /* also when die() exits */
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_cond_init(&b->cond, &ca);
+    rtcr_ecu_params_t ep = {.name = "bench", .ram_total = (size_t)4 << 30, .log_lines = 64};
+    int r = rtcr_ecu_new(&ep, &b->ecu);
+    if (r < 0)
+        die("rtcr_ecu_new: %s", strerror(-r));
+    rtcr_ecu_set_event_cb(b->ecu, on_event, b);
+    rtcr_ecu_set_log_cb(b->ecu, on_log, b);
+    uint64_t t_begin = bench_now_nsec();
+
+    struct limits lim = measure_limits();
+    printf("== bench_ckpt: checkpoint/restore of real targets (memwriter) ==\n");
+    print_load("machine load at start");
+    printf("raw limits in this run: memcpy %.2f GB/s (warm), %.2f GB/s into fresh pages\n",
+           lim.memcpy_warm / 1e9, lim.memcpy_cold / 1e9);
+    printf("BENCH ckpt_memcpy_warm=%.2f GB/s\n", lim.memcpy_warm / 1e9);
+    printf("BENCH ckpt_memcpy_cold=%.2f GB/s\n", lim.memcpy_cold / 1e9);
+
+    static struct pause_row rows[16];
+    unsigned nrows = 0;
+    if (want[0])
+        nrows = pause_all(b, &lim, rows, only.rounds ? &only : NULL);
+    if (want[1])
+        sustained_report(b);
+    if (want[2])
+        encoding_report(rows, nrows);
+    if (want[3])
+        restore_report(b, &lim, rows, nrows);
+
+    print_load("machine load at end");
+    printf("\nbench_ckpt: done in %.1f s\n", (double)(bench_now_nsec() - t_begin) / 1e9);
+    rtcr_ecu_destroy(&b->ecu);
+    pthread_cond_destroy(&b->cond);
+    pthread_mutex_destroy(&b->lock);
+    return 0;
+}
