@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -41,17 +42,17 @@ struct rtcr_utcb_area {
 };
 
 struct rtcr_utcb_mirror {
-    rtcr_utcb_t *utcb;            /* borrowed: the shared UTCB it serves */
-    uint32_t *abort;              /* borrowed: agent-private abort word, non-zero = abort */
-    unsigned flags;               /* RTCR_UTCB_MIRROR_* */
-    uint32_t spin_nsec;           /* spin budget before sleeping in serve_next */
-    uint32_t taken_seq;           /* sequence of the last request taken */
-    uint32_t prev_seq;            /* taken_seq before the pending request (for release) */
-    bool pending;                 /* a taken request waits for complete or release */
-    bool no_waitv;                /* futex_waitv unavailable or disabled */
-    uint32_t state;               /* private futex: enum rtcr_utcb_mirror_state */
-    uint32_t watchers;            /* threads in rtcr_utcb_mirror_wait_state */
-    rtcr_utcb_mirror_stats_t st;  /* counters, updated with relaxed atomics */
+    rtcr_utcb_t *utcb;           /* borrowed: the shared UTCB it serves */
+    uint32_t *abort;             /* borrowed: agent-private abort word, non-zero = abort */
+    unsigned flags;              /* RTCR_UTCB_MIRROR_* */
+    uint32_t spin_nsec;          /* spin budget before sleeping in serve_next */
+    uint32_t taken_seq;          /* sequence of the last request taken */
+    uint32_t prev_seq;           /* taken_seq before the pending request (for release) */
+    bool pending;                /* a taken request waits for complete or release */
+    bool no_waitv;               /* futex_waitv unavailable or disabled */
+    uint32_t state;              /* private futex: enum rtcr_utcb_mirror_state */
+    uint32_t watchers;           /* threads in rtcr_utcb_mirror_wait_state */
+    rtcr_utcb_mirror_stats_t st; /* counters, updated with relaxed atomics */
 };
 
 /* ---- time and futex helpers ------------------------------------------------------------------ */
@@ -81,8 +82,7 @@ static int futex_wait_abs(uint32_t *word, uint32_t expected, uint64_t deadline, 
 
     if (deadline)
         nsec_to_ts(deadline, &ts);
-    r = syscall(SYS_futex, word, op, expected, deadline ? &ts : NULL, NULL,
-                FUTEX_BITSET_MATCH_ANY);
+    r = syscall(SYS_futex, word, op, expected, deadline ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
     return r < 0 ? -errno : 0;
 }
 
@@ -338,9 +338,13 @@ static int wait_request(rtcr_utcb_mirror_t *m, uint64_t deadline, uint32_t *ret_
 {
     rtcr_utcb_t *u = m->utcb;
     uint64_t spin_end = 0;
-    uint32_t s;
+    uint32_t s, spin = m->spin_nsec;
     int r;
 
+    /* a target that last ran on this CPU cannot post while we spin here */
+    if (!rtcr_utcb_peer_elsewhere(__atomic_load_n(&u->target_cpu, __ATOMIC_RELAXED),
+                                  sched_getcpu()))
+        spin = 0;
     for (unsigned i = 0;; i++) {
         if (aborted(m))
             return -ECANCELED;
@@ -349,13 +353,13 @@ static int wait_request(rtcr_utcb_mirror_t *m, uint64_t deadline, uint32_t *ret_
             *ret_seq = s;
             return 0;
         }
-        if (!m->spin_nsec)
+        if (!spin)
             break;
         rtcr_utcb_cpu_relax();
         if ((i & 15) == 0) {
             uint64_t now = rtcr_utcb_now_nsec();
             if (!spin_end)
-                spin_end = now + m->spin_nsec;
+                spin_end = now + spin;
             else if (now >= spin_end)
                 break;
             if (deadline && now >= deadline)
@@ -464,6 +468,7 @@ static void answer(rtcr_utcb_t *u, uint32_t seq, int32_t result, const rtcr_msg_
 
     vu->result = result;
     vu->label = label;
+    vu->agent_cpu = (uint32_t)(sched_getcpu() + 1);
     if (msg) {
         unsigned n = (unsigned)msg->tag.words + 2u * msg->tag.items;
         if (n > RTCR_MSG_WORDS)
@@ -509,8 +514,7 @@ int rtcr_utcb_serve_next(rtcr_utcb_mirror_t *m, uint64_t timeout_usec, rtcr_utcb
     return 0;
 }
 
-int rtcr_utcb_complete(rtcr_utcb_mirror_t *m, int32_t result, const rtcr_msg_t *msg,
-                       uint64_t label)
+int rtcr_utcb_complete(rtcr_utcb_mirror_t *m, int32_t result, const rtcr_msg_t *msg, uint64_t label)
 {
     if (!m->pending)
         return -EALREADY;

@@ -18,6 +18,10 @@
  *           target is untrusted and may scribble on the UTCB at any time); run the operation;
  *           write result, label and message; rep_seq = the taken sequence (release); if the
  *           target sleeps, FUTEX_WAKE(rep_seq).
+ * Spinning pays only while the peer runs on another CPU: two spinners sharing one CPU (a
+ * loaded machine, wake-affine scheduling) would each burn their whole budget before the other
+ * can run. So each side records the CPU it last ran on (target_cpu, agent_cpu) and spins only
+ * when the peer's last CPU differs from its own; otherwise it goes to sleep at once.
  * Sequence numbers (not flags) make a late or repeated wake harmless: each side compares a
  * word with the exact value it expects, so there is no ABA. The futexes are shared
  * (no FUTEX_PRIVATE_FLAG) because two processes map the memory. The *_sleeping words are the
@@ -47,6 +51,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -104,14 +109,16 @@ typedef struct rtcr_utcb {
     uint32_t rcv_count;       /*  16 receive window: number of slots, 0 = unchanged */
     uint32_t target_sleeping; /*  20 non-zero while the target is (about to be) in FUTEX_WAIT */
     uint64_t timeout_usec;    /*  24 operation timeout, 0 = forever */
-    uint8_t req_reserved[32]; /*  32 zero */
+    uint32_t target_cpu;      /*  32 CPU the target posted from, + 1 (0 = unknown) */
+    uint8_t req_reserved[28]; /*  36 zero */
     /* line 1 (offset 64): the reply, written by the agent */
     uint32_t rep_seq;         /*  64 futex: sequence of the latest answered request */
     int32_t result;           /*  68 >= 0 success, -errno failure */
     uint64_t label;           /*  72 delivered label (badge | rights, or IRQ attach label) */
     uint32_t agent_sleeping;  /*  80 non-zero while the mirror is (about to be) asleep */
     uint32_t spin_nsec;       /*  84 how long the target spins before sleeping (advisory) */
-    uint8_t rep_reserved[40]; /*  88 zero */
+    uint32_t agent_cpu;       /*  88 CPU the mirror answered from, + 1 (0 = unknown) */
+    uint8_t rep_reserved[36]; /*  92 zero */
     /* lines 2..9 (offset 128): the message */
     rtcr_msg_t msg; /* 128 tag (8 bytes) + 63 message registers (504 bytes) */
 } __attribute__((aligned(RTCR_UTCB_CACHELINE))) rtcr_utcb_t;
@@ -122,6 +129,8 @@ _Static_assert(sizeof(rtcr_utcb_t) == RTCR_UTCB_SIZE, "UTCB size is ABI");
 _Static_assert(offsetof(rtcr_utcb_t, req_seq) == 0, "UTCB layout");
 _Static_assert(offsetof(rtcr_utcb_t, target_sleeping) == 20, "UTCB layout");
 _Static_assert(offsetof(rtcr_utcb_t, timeout_usec) == 24, "UTCB layout");
+_Static_assert(offsetof(rtcr_utcb_t, target_cpu) == 32, "UTCB layout");
+_Static_assert(offsetof(rtcr_utcb_t, agent_cpu) == 88, "UTCB layout");
 _Static_assert(offsetof(rtcr_utcb_t, rep_seq) == 64, "UTCB layout");
 _Static_assert(offsetof(rtcr_utcb_t, label) == 72, "UTCB layout");
 _Static_assert(offsetof(rtcr_utcb_t, spin_nsec) == 84, "UTCB layout");
@@ -130,20 +139,20 @@ _Static_assert(offsetof(rtcr_utcb_t, msg) == 128, "UTCB layout");
 /* The header at offset 0 of an area. Written once by the agent at creation; the target checks
  * it when attaching; the agent never reads it back. */
 typedef struct rtcr_utcb_area_hdr {
-    uint32_t magic;        /* RTCR_UTCB_MAGIC */
-    uint32_t version;      /* RTCR_UTCB_VERSION */
-    uint32_t utcb_size;    /* RTCR_UTCB_SIZE */
-    uint32_t utcb_count;   /* number of UTCBs, 1..RTCR_THREAD_MAX */
-    uint32_t utcb_offset;  /* RTCR_UTCB_AREA_OFFSET */
-    uint32_t area_size;    /* total bytes, a multiple of the page size */
-    uint8_t reserved[40];  /* zero */
+    uint32_t magic;       /* RTCR_UTCB_MAGIC */
+    uint32_t version;     /* RTCR_UTCB_VERSION */
+    uint32_t utcb_size;   /* RTCR_UTCB_SIZE */
+    uint32_t utcb_count;  /* number of UTCBs, 1..RTCR_THREAD_MAX */
+    uint32_t utcb_offset; /* RTCR_UTCB_AREA_OFFSET */
+    uint32_t area_size;   /* total bytes, a multiple of the page size */
+    uint8_t reserved[40]; /* zero */
 } __attribute__((aligned(RTCR_UTCB_CACHELINE))) rtcr_utcb_area_hdr_t;
 
 _Static_assert(sizeof(rtcr_utcb_area_hdr_t) == RTCR_UTCB_AREA_HDR_SIZE, "area header is ABI");
 _Static_assert(RTCR_UTCB_AREA_OFFSET % RTCR_UTCB_CACHELINE == 0, "UTCBs are line aligned");
 
 /* Bytes needed for an area of `count` UTCBs, before rounding to pages. */
-#define RTCR_UTCB_AREA_BYTES(count) (RTCR_UTCB_AREA_OFFSET + (size_t)(count) * RTCR_UTCB_SIZE)
+#define RTCR_UTCB_AREA_BYTES(count) (RTCR_UTCB_AREA_OFFSET + (size_t)(count)*RTCR_UTCB_SIZE)
 
 /* ---- primitives shared by both sides -------------------------------------------------------- */
 
@@ -177,6 +186,13 @@ static inline int rtcr_utcb_futex_wake(uint32_t *word, int n)
 {
     long r = syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
     return r < 0 ? -errno : (int)r;
+}
+
+/* Whether spinning for a peer that last ran on `peer_cpu1` (CPU + 1, 0 = unknown) can pay off
+ * for a caller running on `my_cpu` (sched_getcpu(), < 0 = unknown). */
+static inline bool rtcr_utcb_peer_elsewhere(uint32_t peer_cpu1, int my_cpu)
+{
+    return peer_cpu1 == 0 || my_cpu < 0 || peer_cpu1 != (uint32_t)my_cpu + 1;
 }
 
 /* True for the operations in which the target thread blocks in a kernel wait (the states a
@@ -257,6 +273,9 @@ static inline int rtcr_utcb_invoke(rtcr_utcb_t *u)
     uint64_t deadline = 0;
     unsigned i;
 
+    int cpu = sched_getcpu();
+
+    __atomic_store_n(&u->target_cpu, (uint32_t)(cpu + 1), __ATOMIC_RELAXED);
     /* publish; the seq_cst store orders it before the read of the agent's sleeping hint */
     __atomic_store_n(&u->req_seq, seq, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&u->agent_sleeping, __ATOMIC_SEQ_CST))
@@ -265,6 +284,8 @@ static inline int rtcr_utcb_invoke(rtcr_utcb_t *u)
     spin = __atomic_load_n(&u->spin_nsec, __ATOMIC_RELAXED);
     if (spin > RTCR_UTCB_SPIN_MAX_NSEC)
         spin = RTCR_UTCB_SPIN_MAX_NSEC;
+    if (!rtcr_utcb_peer_elsewhere(__atomic_load_n(&u->agent_cpu, __ATOMIC_RELAXED), cpu))
+        spin = 0;
     for (i = 0; spin; i++) {
         if (__atomic_load_n(&u->rep_seq, __ATOMIC_ACQUIRE) == seq)
             return __atomic_load_n(&u->result, __ATOMIC_RELAXED);
