@@ -164,7 +164,7 @@ check "typo in a key: --check exits non-zero" test "$?" -ne 0
 check "typo in a key: --check names file and key" grep -q 'bad.conf: ecu/log_linse: unknown key' <<<"$err"
 check "--check accepts the valid config" bash -c "'$AGENT' -c '$conf' --check >/dev/null 2>&1"
 mkdir "$TEST_TMP/single"
-cp "$ROOT/config/single.conf" "$ROOT/config/brake.calib" "$TEST_TMP/single/"
+cp "$ROOT/config/single.conf" "$ROOT/config/brake.calib" "$ROOT/config/logger.messages" "$TEST_TMP/single/"
 sed -i "s|target_dir = \"\"|target_dir = \"$TARGET_DIR\"|" "$TEST_TMP/single/single.conf"
 check "--check accepts config/single.conf (with the build's targets)" \
     "$AGENT" -c "$TEST_TMP/single/single.conf" --check

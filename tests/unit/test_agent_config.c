@@ -118,7 +118,9 @@ static void test_single_conf_loads(void **state)
     assert_int_equal(l->ram, 8u << 20);
     assert_int_equal(l->caps, 256);
     assert_true(l->autostart);
-    assert_int_equal(l->n_roms, 0);
+    assert_int_equal(l->n_roms, 1);
+    assert_string_equal(l->roms[0].name, "messages");
+    assert_int_equal(access(l->roms[0].path, R_OK), 0);
     assert_null(agent_config_find_target(cfg, "nope"));
 
     assert_int_equal(cfg->n_sensors, 1);
