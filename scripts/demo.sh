@@ -40,14 +40,21 @@ ctl log brake | tail -n 4
 step "checkpoint brake now (incremental after the first)" checkpoint brake
 sleep 0.3
 step "another epoch: only the pages written since the last one" checkpoint brake
+at_ckpt=$(ctl log brake | grep '^tick=' | tail -n 1)
+sleep 0.3
 before=$(ctl log brake | grep '^tick=' | tail -n 1)
 step "simulate a crash: SIGKILL brake's process" kill brake
 sleep 0.2
 step "brake has failed" targets
+lines=$(ctl log brake | wc -l)
 step "restore brake from its newest epoch in a fresh process" restore brake
-sleep 0.5
-echo; echo "== brake continues: last line before the crash was '$before'"
-ctl log brake | grep '^tick=' | tail -n 3
+sleep 0.3
+echo
+echo "== brake continues from the checkpoint, not from zero"
+echo "   last LOG line when epoch 2 was taken:   $at_ckpt"
+echo "   last LOG line before the crash:         $before   (work after the checkpoint is redone)"
+echo "   first LOG lines after the restore:"
+ctl log brake | tail -n +"$((lines + 1))" | grep '^tick=' | head -n 3 | sed 's/^/      /'
 step "the same cap space, slot by slot; only badges are new" caps brake
 step "the epochs of brake's image" images brake
 
