@@ -208,7 +208,8 @@ struct rtcr_target {
     bool have_stats;               /* last_stats valid */
     uint8_t build_id[64];          /* build id of the binary */
     int build_id_len;              /* its length, <= 0 if unknown */
-    struct rtcr_restore_plan *restore; /* set while a restore recreates objects */
+    void *staging;                 /* checkpoint staging buffer, kept across epochs of an
+                                      incarnation so a pause does not fault in new memory */
 };
 
 struct tracked {

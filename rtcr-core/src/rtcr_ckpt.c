@@ -53,6 +53,9 @@ static void set_err(char *err, size_t errsz, const char *fmt, ...)
 
 /* ---- parameters and lifetime ------------------------------------------------------------- */
 
+struct stage;
+static void stage_free(struct stage *s);
+
 void ckpt_target_init(struct rtcr_target *t)
 {
     pthread_mutex_init(&t->freeze_lock, NULL);
@@ -66,6 +69,11 @@ void ckpt_target_init(struct rtcr_target *t)
 
 void ckpt_incarnation_end(struct rtcr_target *t)
 {
+    if (t->staging) {
+        stage_free(t->staging);
+        free(t->staging);
+        t->staging = NULL;
+    }
     rtcr_dirty_destroy(&t->dirty);
     free(t->tracked);
     t->tracked = NULL;
@@ -220,6 +228,19 @@ static void stage_free(struct stage *s)
     free(s->v);
     free(s->data);
     memset(s, 0, sizeof(*s));
+}
+
+/* The target's staging buffer, emptied but with its memory kept (NULL on out-of-memory). */
+static struct stage *stage_get(struct rtcr_target *t)
+{
+    if (!t->staging)
+        t->staging = calloc(1, sizeof(struct stage));
+    struct stage *s = t->staging;
+    if (s) {
+        s->n = 0;
+        s->used = 0;
+    }
+    return s;
 }
 
 /* ---- memory ------------------------------------------------------------------------------- */
@@ -823,7 +844,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
                            size_t errsz)
 {
     rtcr_epoch_stats_t stats = {0};
-    struct stage st = {0};
+    struct stage *st = NULL;
     struct arena a = {0};
     rtcr_epoch_builder_t *b = NULL;
     rtcr_image_err_t ierr = {{0}};
@@ -845,6 +866,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     stats.quiesce_usec = t1 - t0;
 
     pthread_mutex_lock(&t->lock);
+    st = stage_get(t);
     bool full = !t->incarnation_has_epoch || !t->image;
     if (full) {
         free(t->known_ds);
@@ -855,19 +877,21 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
                           : rtcr_image_last(t->image) + 1;
     rtcr_dirty_stats_t ds = {0};
     RtcrImg__StoredState *state = NULL;
-    if (!t->dirty && (r = make_tracker(t)) < 0)
+    if (!st)
+        r = -ENOMEM;
+    else if (!t->dirty && (r = make_tracker(t)) < 0)
         set_err(err, errsz, "dirty tracking of '%s' unavailable: %s", t->name, strerror(-r));
     if (r >= 0 && (r = sync_ranges(t)) < 0)
         set_err(err, errsz, "tracking the memory of '%s' failed: %s", t->name, strerror(-r));
     if (r >= 0) {
-        struct collect_ctx cc = {t, &st};
+        struct collect_ctx cc = {t, st};
         r = rtcr_dirty_collect(t->dirty, on_dirty, &cc, &ds);
         if (r < 0)
             set_err(err, errsz, "collecting written pages of '%s' failed: %s", t->name,
                     strerror(-r));
     }
     if (r >= 0)
-        r = stage_new_dataspaces(t, &st, &stats.pages_written);
+        r = stage_new_dataspaces(t, st, &stats.pages_written);
     if (r >= 0 && (r = capture_state(t, &a, &state, err, errsz)) < 0 && err && !*err)
         set_err(err, errsz, "capturing the state of '%s' failed: %s", t->name, strerror(-r));
     if (r >= 0)
@@ -898,13 +922,12 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     afree(&a);
 
     if (r >= 0) {
-        for (size_t i = 0; i < st.n && r >= 0; i++)
-            r = rtcr_epoch_add_pages(b, st.v[i].badge, st.v[i].offset, st.data + st.v[i].at,
-                                     st.v[i].len);
-        stats.bytes_raw = st.used;
-        stats.pages_written = st.used / 4096;
+        for (size_t i = 0; i < st->n && r >= 0; i++)
+            r = rtcr_epoch_add_pages(b, st->v[i].badge, st->v[i].offset, st->data + st->v[i].at,
+                                     st->v[i].len);
+        stats.bytes_raw = st->used;
+        stats.pages_written = st->used / 4096;
     }
-    stage_free(&st);
     void *buf = NULL;
     size_t len = 0;
     rtcr_epoch_t *ep = NULL;

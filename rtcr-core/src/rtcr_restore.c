@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #include <rtcr/croot.h>
@@ -45,7 +46,6 @@ struct plan {
     uint64_t epoch;              /* epoch restored */
     struct bmap *map;            /* old -> new */
     size_t n, cap;               /* entries */
-    const rtcr_memstate_t *mem;  /* materialised memory */
     char *err;                   /* message buffer */
     size_t errsz;                /* its size */
 };
@@ -306,10 +306,6 @@ static int make_ram(struct plan *p, struct session *s, const RtcrImg__RamSession
     struct rtcr_target *t = p->t;
     for (size_t i = 0; i < ram->n_dataspaces; i++) {
         const RtcrImg__Dataspace *d = ram->dataspaces[i];
-        uint64_t size;
-        const uint8_t *content = rtcr_memstate_find(p->mem, d->badge, &size);
-        if (!content || size != d->size)
-            return fail(p, -EBADMSG, "no content for dataspace %#x", d->badge);
         struct dataspace *ds;
         int r = svc_charge(t, d->size, "RAM dataspace");
         if (r < 0)
@@ -319,7 +315,6 @@ static int make_ram(struct plan *p, struct session *s, const RtcrImg__RamSession
             return fail(p, r, "dataspace %#x (%" PRIu64 " bytes): %s", d->badge, d->size,
                         strerror(-r));
         }
-        memcpy(t->pool + ds->pool_off, content, d->size);
         ds->next = s->u.ram.dss;
         s->u.ram.dss = ds;
         s->u.ram.used += ds->size;
@@ -606,6 +601,25 @@ static int rewrite_root(struct plan *p, struct session *pd)
     return 0;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/* Where the image's content of dataspace `badge` goes: straight into its new place in the
+ * pool (fresh extents are zero, as materialisation requires), pre-faulted in one call. */
+static int ds_dest(void *opaque, uint32_t badge, uint64_t size, void **ret_dst)
+{
+    struct plan *p = opaque;
+    struct dataspace *ds = (struct dataspace *)map_get(p, badge, OBJ_DATASPACE);
+    if (!ds || ds->readonly || ds->size != size)
+        return fail(p, -EBADMSG, "image memory for dataspace %#x does not match its record",
+                    badge);
+    uint8_t *dst = p->t->pool + ds->pool_off;
+    madvise(dst, size, MADV_POPULATE_WRITE); /* only a speed-up: faults happen anyway */
+    *ret_dst = dst;
+    return 0;
+}
+
 static int recreate(struct plan *p, const RtcrImg__StoredState *st)
 {
     struct rtcr_target *t = p->t;
@@ -628,6 +642,9 @@ static int recreate(struct plan *p, const RtcrImg__StoredState *st)
     free(made);
     if (r < 0)
         return r;
+    rtcr_image_err_t ierr = {{0}};
+    if ((r = rtcr_image_materialize_into(t->image, p->epoch, ds_dest, p, &ierr)) < 0)
+        return p->err && *p->err ? r : fail(p, r == -ENOMEM ? r : -EBADMSG, "memory: %s", ierr.msg);
     if ((r = install_caps(p, st->cap_space, pd)) < 0)
         return r;
     if ((r = rewrite_root(p, pd)) < 0)
@@ -643,7 +660,6 @@ int rtcr_target_restore(rtcr_target_t *t, uint64_t epoch, char *err, size_t errs
 {
     struct plan p = {.t = t, .epoch = epoch, .err = err, .errsz = errsz};
     rtcr_image_err_t ierr = {{0}};
-    rtcr_memstate_t *mem = NULL;
     int r;
     if (err && errsz)
         err[0] = '\0';
@@ -667,9 +683,6 @@ int rtcr_target_restore(rtcr_target_t *t, uint64_t epoch, char *err, size_t errs
     const RtcrImg__StoredState *st = rtcr_epoch_state(e);
     if ((r = check_state(&p, st)) < 0)
         return r;
-    if ((r = rtcr_image_materialize(t->image, epoch, &ierr, &mem)) < 0)
-        return fail(&p, r == -ENOMEM ? r : -EBADMSG, "memory: %s", ierr.msg);
-    p.mem = mem;
 
     enum rtcr_target_state before = t->state;
     t->state = RTCR_TARGET_RESTORING;
@@ -688,7 +701,6 @@ int rtcr_target_restore(rtcr_target_t *t, uint64_t epoch, char *err, size_t errs
         fail(&p, r, "starting the process: %s", strerror(-r));
     if (r >= 0)
         ecu_timer_kick(t->ecu); /* the re-armed timers may be due before any other */
-    rtcr_memstate_destroy(&mem);
     free(p.map);
     if (r < 0) {
         target_teardown(t);

@@ -961,6 +961,12 @@ static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
             return -ENOENT;
         rtcr_msg_init(reply, 0);
         struct sigctx *c = src->queue;
+        if (c && __atomic_load_n(&t->freezing, __ATOMIC_ACQUIRE)) {
+            /* a checkpoint waits for this entrypoint: hand out nothing now and keep the
+             * signal latched, so the entrypoint reaches its wait and gets it after the thaw */
+            rtcr_irq_trigger(t->ecu->kernel, src->irq);
+            c = NULL;
+        }
         if (!c) {
             rtcr_msg_put(reply, 0);
             rtcr_msg_put(reply, 0);
