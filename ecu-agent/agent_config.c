@@ -227,7 +227,7 @@ static int check_syntax(loader_t *l, const char *text)
             l->error = msg;
             return -EINVAL;
         }
-        p = nl ? nl + 1 : p + n;
+        p = nl ? nl + 1 : p + strlen(p); /* not p + n: n may exclude a trailing '\r' */
     }
     return 0;
 }

@@ -161,7 +161,8 @@ static inline int rtcr_msg_get_str(const rtcr_msg_t *m, unsigned *pos, char *buf
     if (len > RTCR_RPC_STR_MAX || len + 1 > bufsz)
         return -EBADMSG;
     size_t nw = (size_t)((len + 7) / 8);
-    if (*pos + 1 + nw > m->tag.words)
+    /* the tag's word count comes from the sender: bound by the registers that exist too */
+    if (*pos + 1 + nw > m->tag.words || *pos + 1 + nw > RTCR_MSG_WORDS)
         return -EBADMSG;
     memcpy(buf, &m->mr[*pos + 1], (size_t)len);
     buf[len] = '\0';
