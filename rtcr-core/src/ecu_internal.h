@@ -271,6 +271,9 @@ int svc_dispatch(void *ctx, rtcr_kobj_t *thread, uint64_t label, const rtcr_msg_
 /* Records (used by the restorer too): create/destroy the gate of a record with a new badge;
  * a RAM/ROM dataspace in the pool; RAM quota accounting. t->lock held. */
 int svc_obj_init(struct rtcr_target *t, struct obj *o, enum obj_kind kind, const char *name);
+/* The same with the gate bound to `server` (an entrypoint thread) instead of the core thread. */
+int svc_obj_init_on(struct rtcr_target *t, struct obj *o, enum obj_kind kind, const char *name,
+                    rtcr_kobj_t *server);
 void svc_obj_fini(struct rtcr_target *t, struct obj *o);
 int svc_objtab_put(struct rtcr_target *t, struct obj *o);
 int svc_ds_new(struct rtcr_target *t, size_t size, bool readonly, const char *what,

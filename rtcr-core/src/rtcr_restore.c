@@ -273,22 +273,16 @@ static int make_pd(struct plan *p, struct session *s, const RtcrImg__PdSession *
         struct rpcobj *ro = calloc(1, sizeof(*ro));
         if (!ro)
             return -ENOMEM;
-        if ((r = rtcr_gate_create_rpc(k, t->threads[x->ep_thread].kthread, &ro->o.gate)) < 0) {
+        char name[64];
+        snprintf(name, sizeof(name), "RPC object of ep %u", x->ep_thread);
+        if ((r = svc_obj_init_on(t, &ro->o, OBJ_RPC, name, t->threads[x->ep_thread].kthread)) < 0) {
             free(ro);
             return fail(p, r, "RPC object %#x: %s", x->badge, strerror(-r));
         }
-        ro->o.kind = OBJ_RPC;
-        ro->o.t = t;
-        ro->o.badge = rtcr_kobj_badge(ro->o.gate);
-        ro->o.created_seq = ++t->obj_seq;
         ro->ep_index = x->ep_thread;
-        char name[64];
-        snprintf(name, sizeof(name), "RPC object of ep %u", ro->ep_index);
-        rtcr_kobj_set_user(ro->o.gate, &ro->o);
-        rtcr_kobj_set_name(ro->o.gate, name);
         ro->next = s->u.pd.rpcs;
         s->u.pd.rpcs = ro;
-        if ((r = svc_objtab_put(t, &ro->o)) < 0 || (r = map_put(p, x->badge, &ro->o)) < 0)
+        if ((r = map_put(p, x->badge, &ro->o)) < 0)
             return r;
     }
     if (pd->cap_space_info && pd->cap_space_info->cap_map) {

@@ -124,8 +124,14 @@ static void objtab_del(struct rtcr_target *t, rtcr_badge_t b)
 /* Create the gate for a new record and register it. The record is not yet linked anywhere. */
 int svc_obj_init(struct rtcr_target *t, struct obj *o, enum obj_kind kind, const char *name)
 {
+    return svc_obj_init_on(t, o, kind, name, t->core_thread);
+}
+
+int svc_obj_init_on(struct rtcr_target *t, struct obj *o, enum obj_kind kind, const char *name,
+                    rtcr_kobj_t *server)
+{
     rtcr_kernel_t *k = t->ecu->kernel;
-    int r = rtcr_gate_create_rpc(k, t->core_thread, &o->gate);
+    int r = rtcr_gate_create_rpc(k, server, &o->gate);
     if (r < 0)
         return r;
     o->kind = kind;
@@ -811,25 +817,11 @@ static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
         char name[64];
         snprintf(name, sizeof(name), "RPC object of ep %u", (unsigned)a1);
         /* a local RPC object's gate is bound to the entrypoint thread that serves it */
-        r = rtcr_gate_create_rpc(k, t->threads[a1].kthread, &ro->o.gate);
-        if (r < 0) {
+        if ((r = svc_obj_init_on(t, &ro->o, OBJ_RPC, name, t->threads[a1].kthread)) < 0) {
             free(ro);
             return r;
         }
-        ro->o.kind = OBJ_RPC;
-        ro->o.t = t;
-        ro->o.badge = rtcr_kobj_badge(ro->o.gate);
-        ro->o.bootstrapped = !t->constructed;
-        ro->o.created_seq = ++t->obj_seq;
         ro->ep_index = (unsigned)a1;
-        rtcr_kobj_set_user(ro->o.gate, &ro->o);
-        rtcr_kobj_set_name(ro->o.gate, name);
-        if ((r = svc_objtab_put(t, &ro->o)) < 0) {
-            rtcr_kobj_delete(k, ro->o.gate);
-            rtcr_kobj_unref(&ro->o.gate);
-            free(ro);
-            return r;
-        }
         rtcr_msg_init(reply, 0);
         rtcr_msg_put(reply, ro->o.badge);
         if ((r = reply_cap(t, ro->o.gate, reply)) < 0) {
