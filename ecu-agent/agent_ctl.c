@@ -91,34 +91,19 @@ int agent_ctl_req_parse(zmsg_t *body, agent_ctl_req_t *ret_req, char *why, size_
         memcpy(req.args[a], zframe_data((zframe_t *)f[a + 1]), n);
         req.args[a][n] = '\0';
     }
-    switch (req.cmd) {
-    case AGENT_CMD_START:
-    case AGENT_CMD_STOP:
-    case AGENT_CMD_KILL:
-    case AGENT_CMD_CAPS:
-    case AGENT_CMD_LOG:
-    case AGENT_CMD_CHECKPOINT:
-    case AGENT_CMD_RESTORE:
-    case AGENT_CMD_IMAGES:
-        if (!agent_name_is_valid(req.args[0])) {
-            why_set(why, why_len, "'%.40s' is not a valid target name", req.args[0]);
-            return -EINVAL;
-        }
-        if (req.cmd == AGENT_CMD_RESTORE && req.argc == 2 &&
-            !parse_epoch(req.args[1], &req.epoch)) {
-            why_set(why, why_len, "'%.40s' is not an epoch number (1, 2, ...)", req.args[1]);
-            return -EINVAL;
-        }
-        break;
-    case AGENT_CMD_IRQ:
-        if (agent_parse_uint(req.args[0], AGENT_IRQ_LINES - 1, &req.irq_line) < 0) {
-            why_set(why, why_len, "'%.40s' is not an interrupt line (0..%d)", req.args[0],
-                    AGENT_IRQ_LINES - 1);
-            return -EINVAL;
-        }
-        break;
-    default:
-        break;
+    if (agent_cmd_table()[req.cmd].names_target && !agent_name_is_valid(req.args[0])) {
+        why_set(why, why_len, "'%.40s' is not a valid target name", req.args[0]);
+        return -EINVAL;
+    }
+    if (req.cmd == AGENT_CMD_RESTORE && req.argc == 2 && !parse_epoch(req.args[1], &req.epoch)) {
+        why_set(why, why_len, "'%.40s' is not an epoch number (1, 2, ...)", req.args[1]);
+        return -EINVAL;
+    }
+    if (req.cmd == AGENT_CMD_IRQ &&
+        agent_parse_uint(req.args[0], AGENT_IRQ_LINES - 1, &req.irq_line) < 0) {
+        why_set(why, why_len, "'%.40s' is not an interrupt line (0..%d)", req.args[0],
+                AGENT_IRQ_LINES - 1);
+        return -EINVAL;
     }
     *ret_req = req;
     return 0;

@@ -26,6 +26,7 @@
 #define AGENT_CTL_H
 
 #include <czmq.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,6 +65,7 @@ typedef struct agent_cmd_info {
     unsigned nopt;     /* optional arguments after the required ones */
     const char *usage; /* argument synopsis for help texts, "" if none */
     const char *help;  /* one-line description */
+    bool names_target; /* the first argument is a target name (validated, looked up) */
 } agent_cmd_info_t;
 
 /* The command table, indexed by enum agent_cmd (AGENT_CMD_MAX entries). */
@@ -72,19 +74,22 @@ static inline const agent_cmd_info_t *agent_cmd_table(void)
     static const agent_cmd_info_t table[AGENT_CMD_MAX] = {
         [AGENT_CMD_TARGETS] = {"targets", 0, 0, "",
                                "list targets: state, pid, restarts, RAM, last epoch, failure"},
-        [AGENT_CMD_START] = {"start", 1, 0, "NAME", "start a stopped or failed target"},
-        [AGENT_CMD_STOP] = {"stop", 1, 0, "NAME", "stop a running target on purpose"},
-        [AGENT_CMD_KILL] = {"kill", 1, 0, "NAME", "SIGKILL a target (simulated crash: it fails)"},
-        [AGENT_CMD_CAPS] = {"caps", 1, 0, "NAME", "dump the capability space of a running target"},
-        [AGENT_CMD_LOG] = {"log", 1, 0, "NAME", "recent LOG lines of a target"},
+        [AGENT_CMD_START] = {"start", 1, 0, "NAME", "start a stopped or failed target", true},
+        [AGENT_CMD_STOP] = {"stop", 1, 0, "NAME", "stop a running target on purpose", true},
+        [AGENT_CMD_KILL] = {"kill", 1, 0, "NAME", "SIGKILL a target (simulated crash: it fails)",
+                            true},
+        [AGENT_CMD_CAPS] = {"caps", 1, 0, "NAME", "dump the capability space of a running target",
+                            true},
+        [AGENT_CMD_LOG] = {"log", 1, 0, "NAME", "recent LOG lines of a target", true},
         [AGENT_CMD_IRQ] = {"irq", 1, 0, "LINE", "fire simulated interrupt line LINE (0..255)"},
         [AGENT_CMD_STATUS] = {"status", 0, 0, "", "ECU name, uptime, target counts, RAM"},
         [AGENT_CMD_CHECKPOINT] = {"checkpoint", 1, 0, "NAME",
-                                  "checkpoint a running target now (one epoch)"},
+                                  "checkpoint a running target now (one epoch)", true},
         [AGENT_CMD_RESTORE] = {"restore", 1, 1, "NAME [EPOCH]",
-                               "restore a stopped or failed target (newest epoch by default)"},
+                               "restore a stopped or failed target (newest epoch by default)",
+                               true},
         [AGENT_CMD_IMAGES] = {"images", 1, 0, "NAME",
-                              "the epochs of a target's image, each verified"},
+                              "the epochs of a target's image, each verified", true},
         [AGENT_CMD_CHECK] = {"check", 0, 0, "",
                              "what this ECU supports: dirty tracking, kernel, state dir"},
     };

@@ -48,6 +48,20 @@ check() { local d=$1; shift; if "$@" >/dev/null; then ok "$d"; else not_ok "$d";
 check_eq() {
     if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1"; diag "wanted '$2', got '$3'"; fi
 }
+# all_match TEXT REGEX...: every extended regex matches some line of TEXT
+all_match() {
+    local text=$1 re
+    shift
+    for re in "$@"; do
+        grep -Eq -- "$re" <<<"$text" || { diag "no line matches: $re"; return 1; }
+    done
+}
+# jq_true JSON FILTER [JQ ARGS...]: the filter yields true
+jq_true() {
+    local json=$1 filter=$2
+    shift 2
+    jq -e "$@" "$filter" <<<"$json" >/dev/null || { diag "jq false: $filter on $json"; return 1; }
+}
 # eventually TIMEOUT_S COMMAND [ARGS...]: retry every 0.1 s until it succeeds
 eventually() {
     local t=$1; shift

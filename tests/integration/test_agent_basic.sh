@@ -10,20 +10,6 @@
 
 require_build
 
-# all_match TEXT REGEX...: every extended regex matches some line of TEXT
-all_match() {
-    local text=$1 re
-    shift
-    for re in "$@"; do
-        grep -Eq -- "$re" <<<"$text" || { diag "no line matches: $re"; return 1; }
-    done
-}
-# jq_true JSON FILTER [JQ ARGS...]: the filter yields true
-jq_true() {
-    local json=$1 filter=$2
-    shift 2
-    jq -e "$@" "$filter" <<<"$json" >/dev/null || { diag "jq false: $filter on $json"; return 1; }
-}
 running_count() { ctl ecu1 targets --json | jq -r '[.[] | select(.state == "running")] | length'; }
 two_running() { [ "$(running_count)" = 2 ]; }
 has_ticks() { ctl ecu1 log brake | grep -q 'tick='; }

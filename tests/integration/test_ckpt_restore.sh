@@ -23,20 +23,6 @@ require_build
 
 # ---- helpers -------------------------------------------------------------------------------
 
-# all_match TEXT REGEX...: every extended regex matches some line of TEXT
-all_match() {
-    local text=$1 re
-    shift
-    for re in "$@"; do
-        grep -Eq -- "$re" <<<"$text" || { diag "no line matches: $re"; return 1; }
-    done
-}
-# jq_true JSON FILTER [JQ ARGS...]: the filter yields true
-jq_true() {
-    local json=$1 filter=$2
-    shift 2
-    jq -e "$@" "$filter" <<<"$json" >/dev/null || { diag "jq false: $filter on $json"; return 1; }
-}
 # brake_set CONF KEY VALUE: set KEY in targets/brake (replacing it if present)
 brake_set() {
     local conf=$1 key=$2 value=$3
