@@ -135,6 +135,10 @@ clean:
 # ---------------------------------------------------------------------------------------------
 # rules
 
+# Keep every built file: make would otherwise delete the objects of targets and the generated
+# schema sources as intermediates after a build (and print that after the test summary).
+.SECONDARY:
+
 $(B)/proto/%.pb-c.c $(B)/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(@D)
 	protoc-c --proto_path=proto --c_out=$(B)/proto $<
