@@ -921,6 +921,8 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
                 t->name, strerror(-r));
     afree(&a);
 
+    if (r >= 0 && (r = rtcr_epoch_builder_reserve(b, st->used)) < 0)
+        set_err(err, errsz, "epoch %" PRIu64 " of '%s': %s", epoch, t->name, strerror(-r));
     if (r >= 0) {
         for (size_t i = 0; i < st->n && r >= 0; i++)
             r = rtcr_epoch_add_pages(b, st->v[i].badge, st->v[i].offset, st->data + st->v[i].at,

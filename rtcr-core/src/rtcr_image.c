@@ -11,9 +11,12 @@
  * Writer: pages are cut into 4 KiB units relative to the run start; all-zero units become zero
  * runs, the rest is cut into frames of at most the frame size, each hashed (XXH3-64 of the
  * uncompressed bytes) and compressed as one LZ4 block; a block that does not shrink is stored
- * raw (stored length == uncompressed length marks it). Compressed frames are kept per
- * dataspace and concatenated in PageIndex order at finish, so the DATA offset of every frame
- * is implicit (the running sum of stored lengths in index order).
+ * raw (stored length == uncompressed length marks it). The writer puts the DATA section first
+ * and compresses every frame straight into its final place in the container buffer (sized up
+ * front with rtcr_epoch_builder_reserve), so the page bytes are written once and never copied
+ * again; HEADER, METADATA and PAGEMAP follow at finish. The DATA offset of every frame is
+ * implicit (the running sum of stored lengths in index order); when a caller interleaved
+ * dataspaces, finish reorders the frames into index order (the only case that copies).
  *
  * Reader: checks the fixed header and every length against the limits before allocating,
  * the section hashes before decoding, decodes the protobuf messages with a budgeted
@@ -36,6 +39,8 @@
 #include "rtcr_image_int.h"
 
 #define N_SECTIONS_WRITTEN 4u
+/* where the DATA section starts in what the writer produces: right after the section table */
+#define DATA_AT (RTCR_IMAGE_FIXED_HDR + N_SECTIONS_WRITTEN * RTCR_IMAGE_SECTION_ENT)
 #define BUDGET_HDR         16u /* per-block header of the budget allocator (keeps alignment) */
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -460,11 +465,10 @@ struct bds {
     uint32_t *fsize;   /* uncompressed bytes per frame */
     uint32_t *fstored; /* stored bytes per frame */
     uint64_t *fhash;   /* XXH3-64 per frame */
+    uint64_t *foff;    /* where each frame starts in the builder's stream */
     size_t n_frames;   /* used entries of the frame arrays */
     size_t cap_frames; /* allocated entries of the frame arrays */
-    uint8_t *data;     /* stored frames, back to back */
-    size_t data_len;   /* used bytes of data */
-    size_t data_cap;   /* allocated bytes of data */
+    size_t data_len;   /* stored bytes of this dataspace's frames */
 };
 
 struct rtcr_epoch_builder {
@@ -494,6 +498,10 @@ struct rtcr_epoch_builder {
     uint64_t total_frames;     /* frames over all dataspaces */
     uint64_t total_data;       /* stored bytes over all dataspaces */
     uint32_t frame_size;       /* frame size for new frames */
+    uint8_t *out;              /* container being built: DATA stream from DATA_AT on */
+    size_t out_cap;            /* allocated bytes of out */
+    size_t stream_len;         /* stored frame bytes in out, in the order they were added */
+    LZ4_stream_t *lz4;         /* compression state, reset (not cleared) per frame */
     bool finished;             /* finish() ran */
 };
 
@@ -546,9 +554,12 @@ void rtcr_epoch_builder_destroy(rtcr_epoch_builder_t **p)
         free(b->bds[i].fsize);
         free(b->bds[i].fstored);
         free(b->bds[i].fhash);
-        free(b->bds[i].data);
+        free(b->bds[i].foff);
     }
     free(b->bds);
+    free(b->out);
+    if (b->lz4)
+        LZ4_freeStream(b->lz4);
     free(b);
     *p = NULL;
 }
@@ -578,7 +589,9 @@ int rtcr_epoch_builder_new(const rtcr_epoch_info_t *info, rtcr_epoch_builder_t *
     b->tracking_mode = dup_or_empty(info->tracking_mode);
     b->build_id = malloc(info->build_id_len ? info->build_id_len : 1);
     b->libs = calloc(info->n_libs ? info->n_libs : 1, sizeof(*b->libs));
-    if (!b->target || !b->source_ecu || !b->tracking_mode || !b->build_id || !b->libs)
+    b->lz4 = LZ4_createStream();
+    if (!b->target || !b->source_ecu || !b->tracking_mode || !b->build_id || !b->libs ||
+        !b->lz4)
         goto oom;
     if (info->build_id_len)
         memcpy(b->build_id, info->build_id, info->build_id_len);
@@ -621,6 +634,33 @@ int rtcr_epoch_builder_set_frame_size(rtcr_epoch_builder_t *b, uint32_t size)
     if (!b || size == 0 || size > RTCR_IMAGE_MAX_FRAME_SIZE)
         return -EINVAL;
     b->frame_size = size;
+    return 0;
+}
+
+/* make room in out for `stream` bytes of frames after DATA_AT (doubling, like grow) */
+static int out_room(rtcr_epoch_builder_t *b, size_t stream)
+{
+    if (stream > SIZE_MAX - DATA_AT)
+        return -ENOMEM;
+    return grow((void **)&b->out, &b->out_cap, DATA_AT + stream, 1);
+}
+
+int rtcr_epoch_builder_reserve(rtcr_epoch_builder_t *b, uint64_t raw_bytes)
+{
+    if (!b || b->finished)
+        return -EINVAL;
+    if (raw_bytes > RTCR_IMAGE_MAX_TOTAL)
+        return -E2BIG;
+    /* the sum of the frames' LZ4 bounds when every 4 KiB unit is a frame of its own */
+    size_t units = (size_t)raw_bytes / RTCR_IMAGE_ZERO_UNIT + 1;
+    size_t need = (size_t)raw_bytes + (size_t)raw_bytes / 255u + units * 16u;
+    if (b->out_cap >= DATA_AT + b->stream_len + need)
+        return 0;
+    uint8_t *np = realloc(b->out, DATA_AT + b->stream_len + need);
+    if (!np)
+        return -ENOMEM;
+    b->out = np;
+    b->out_cap = DATA_AT + b->stream_len + need;
     return 0;
 }
 
@@ -758,13 +798,13 @@ static int add_check(rtcr_epoch_builder_t *b, uint32_t badge, uint64_t offset, u
     return 0;
 }
 
-/* Compress the data part [p, p+len) at `offset` into frames of d. Transactional: on failure
- * d's arrays keep their old lengths. */
+/* Compress the data part [p, p+len) at `offset` into frames of d, appended to the builder's
+ * stream in out. Transactional: on failure d's arrays and the stream keep their old lengths. */
 static int add_data(rtcr_epoch_builder_t *b, struct bds *d, uint64_t offset, const uint8_t *p,
                     size_t len)
 {
     size_t n_frames = (len + b->frame_size - 1) / b->frame_size;
-    size_t first = d->n_frames, data0 = d->data_len, pos = 0;
+    size_t first = d->n_frames, data0 = d->data_len, s0 = b->stream_len, pos = 0;
     size_t fcap;
 
     if (b->total_frames + n_frames > RTCR_IMAGE_MAX_FRAMES)
@@ -778,6 +818,9 @@ static int add_data(rtcr_epoch_builder_t *b, struct bds *d, uint64_t offset, con
     fcap = d->cap_frames;
     if (grow((void **)&d->fhash, &fcap, first + n_frames, sizeof(*d->fhash)) < 0)
         return -ENOMEM;
+    fcap = d->cap_frames;
+    if (grow((void **)&d->foff, &fcap, first + n_frames, sizeof(*d->foff)) < 0)
+        return -ENOMEM;
     d->cap_frames = fcap;
 
     for (size_t i = 0; i < n_frames; i++) {
@@ -785,28 +828,35 @@ static int add_data(rtcr_epoch_builder_t *b, struct bds *d, uint64_t offset, con
         size_t bound = (size_t)LZ4_compressBound((int)ulen);
         int c;
 
-        if (grow((void **)&d->data, &d->data_cap, d->data_len + bound, 1) < 0) {
+        if (out_room(b, b->stream_len + bound) < 0) {
             d->data_len = data0;
+            b->stream_len = s0;
             return -ENOMEM;
         }
-        c = LZ4_compress_default((const char *)p + pos, (char *)d->data + d->data_len, (int)ulen,
-                                 (int)bound);
+        char *dst = (char *)b->out + DATA_AT + b->stream_len;
+        /* every frame is an independent LZ4 block: the fast reset starts a new chain without
+         * clearing the 16 KiB table (what LZ4_compress_default pays per call) */
+        c = LZ4_compress_default((const char *)p + pos, dst, (int)ulen, (int)bound);
         if (c <= 0 || (uint32_t)c >= ulen) {
-            memcpy(d->data + d->data_len, p + pos, ulen);
+            memcpy(dst, p + pos, ulen);
             c = (int)ulen;
         }
         d->fsize[first + i] = ulen;
         d->fstored[first + i] = (uint32_t)c;
         d->fhash[first + i] = XXH3_64bits(p + pos, ulen);
+        d->foff[first + i] = b->stream_len;
         d->data_len += (size_t)c;
+        b->stream_len += (size_t)c;
         pos += ulen;
     }
     if (b->total_data + (d->data_len - data0) > RTCR_IMAGE_MAX_TOTAL) {
         d->data_len = data0;
+        b->stream_len = s0;
         return -E2BIG;
     }
     if (bds_add_run(d, offset, len, false, first, n_frames) < 0) {
         d->data_len = data0;
+        b->stream_len = s0;
         return -ENOMEM;
     }
     d->n_frames += n_frames;
@@ -855,7 +905,7 @@ int rtcr_epoch_add_pages(rtcr_epoch_builder_t *b, uint32_t ds_badge, uint64_t of
     /* Alternate maximal zero and non-zero stretches of whole units. A failure after the first
      * stretch leaves the earlier stretches added; the contract says "unchanged", so remember
      * the state and roll back. */
-    size_t runs0 = d->n_runs, frames0 = d->n_frames, data0 = d->data_len;
+    size_t runs0 = d->n_runs, frames0 = d->n_frames, data0 = d->data_len, s0 = b->stream_len;
     struct brun last0 = runs0 ? d->runs[runs0 - 1] : (struct brun){0};
     RtcrImg__EpochStats stats0 = b->stats;
     uint64_t tf0 = b->total_frames, td0 = b->total_data;
@@ -883,6 +933,7 @@ int rtcr_epoch_add_pages(rtcr_epoch_builder_t *b, uint32_t ds_badge, uint64_t of
                 d->runs[runs0 - 1] = last0;
             d->n_frames = frames0;
             d->data_len = data0;
+            b->stream_len = s0;
             b->stats = stats0;
             b->total_frames = tf0;
             b->total_data = td0;
@@ -950,6 +1001,41 @@ static int build_index(rtcr_epoch_builder_t *b, RtcrImg__PageIndex *idx,
     return 0;
 }
 
+/* The stream holds the frames in the order they were added; DATA needs them in PageIndex order
+ * (dataspaces in first-use order, each one's frames in order). They agree unless the caller
+ * interleaved dataspaces; then reorder through a scratch copy. Leaves out holding exactly
+ * total_data bytes of frames at DATA_AT (allocating it when nothing was added). */
+static int order_stream(rtcr_epoch_builder_t *b)
+{
+    uint64_t expect = 0;
+    bool in_order = true;
+    uint8_t *tmp;
+
+    if (out_room(b, b->stream_len) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < b->n_bds && in_order; i++)
+        for (size_t k = 0; k < b->bds[i].n_frames && in_order; k++) {
+            in_order = b->bds[i].foff[k] == expect;
+            expect += b->bds[i].fstored[k];
+        }
+    if (in_order && b->stream_len == b->total_data)
+        return 0;
+    tmp = malloc(b->total_data ? b->total_data : 1);
+    if (!tmp)
+        return -ENOMEM;
+    expect = 0;
+    for (size_t i = 0; i < b->n_bds; i++)
+        for (size_t k = 0; k < b->bds[i].n_frames; k++) {
+            memcpy(tmp + expect, b->out + DATA_AT + b->bds[i].foff[k], b->bds[i].fstored[k]);
+            b->bds[i].foff[k] = expect;
+            expect += b->bds[i].fstored[k];
+        }
+    memcpy(b->out + DATA_AT, tmp, expect);
+    b->stream_len = expect;
+    free(tmp);
+    return 0;
+}
+
 int rtcr_epoch_finish(rtcr_epoch_builder_t *b, rtcr_image_err_t *err, void **ret_buf,
                       size_t *ret_len)
 {
@@ -959,7 +1045,7 @@ int rtcr_epoch_finish(rtcr_epoch_builder_t *b, rtcr_image_err_t *err, void **ret
     RtcrImg__EpochHeader hdr;
     RtcrImg__BuildId **libp = NULL;
     uint8_t *out = NULL, *p;
-    size_t hdr_len, map_len, table_len, total;
+    size_t hdr_len, map_len, total;
     size_t lens[N_SECTIONS_WRITTEN];
     int r;
 
@@ -1037,34 +1123,32 @@ int rtcr_epoch_finish(rtcr_epoch_builder_t *b, rtcr_image_err_t *err, void **ret
         r = -E2BIG;
         goto out;
     }
-    table_len = N_SECTIONS_WRITTEN * RTCR_IMAGE_SECTION_ENT;
-    total = RTCR_IMAGE_FIXED_HDR + table_len + hdr_len + b->meta_len + map_len + b->total_data;
+    total = DATA_AT + b->total_data + hdr_len + b->meta_len + map_len;
     if (total > RTCR_IMAGE_MAX_TOTAL) {
         rtcr_image__err(err, "epoch %llu: %zu bytes, above the limit", (unsigned long long)b->epoch,
                         total);
         r = -E2BIG;
         goto out;
     }
-    out = malloc(total);
-    if (!out) {
+    if ((r = order_stream(b)) < 0)
+        goto out;
+    if (!(out = realloc(b->out, total))) {
         r = -ENOMEM;
         goto out;
     }
-    p = out + RTCR_IMAGE_FIXED_HDR + table_len;
-    lens[0] = rtcr_img__epoch_header__pack(&hdr, p);
-    p += lens[0];
-    memcpy(p, b->meta, b->meta_len);
-    lens[1] = b->meta_len;
+    b->out = NULL; /* out owns it now */
+    b->out_cap = 0;
+    /* DATA is already in place at DATA_AT; the small sections follow it */
+    lens[0] = b->total_data;
+    p = out + DATA_AT + b->total_data;
+    lens[1] = rtcr_img__epoch_header__pack(&hdr, p);
     p += lens[1];
-    lens[2] = rtcr_img__page_index__pack(&idx, p);
+    memcpy(p, b->meta, b->meta_len);
+    lens[2] = b->meta_len;
     p += lens[2];
-    for (size_t i = 0; i < b->n_bds; i++) {
-        if (b->bds[i].data_len)
-            memcpy(p, b->bds[i].data, b->bds[i].data_len);
-        p += b->bds[i].data_len;
-    }
-    lens[3] = b->total_data;
-    if (lens[0] != hdr_len || lens[2] != map_len || (size_t)(p - out) != total) {
+    lens[3] = rtcr_img__page_index__pack(&idx, p);
+    p += lens[3];
+    if (lens[1] != hdr_len || lens[3] != map_len || (size_t)(p - out) != total) {
         r = -EINVAL; /* protobuf-c packed differently than it sized: a programming error */
         goto out;
     }
@@ -1075,10 +1159,13 @@ int rtcr_epoch_finish(rtcr_epoch_builder_t *b, rtcr_image_err_t *err, void **ret
     put32(out + 12, N_SECTIONS_WRITTEN);
     put64(out + 16, total);
     {
-        size_t off = RTCR_IMAGE_FIXED_HDR + table_len;
+        static const uint32_t types[N_SECTIONS_WRITTEN] = {
+            RTCR_IMAGE_SEC_DATA, RTCR_IMAGE_SEC_HEADER, RTCR_IMAGE_SEC_METADATA,
+            RTCR_IMAGE_SEC_PAGEMAP};
+        size_t off = DATA_AT;
         for (uint32_t i = 0; i < N_SECTIONS_WRITTEN; i++) {
             uint8_t *e = out + RTCR_IMAGE_FIXED_HDR + i * RTCR_IMAGE_SECTION_ENT;
-            put32(e, RTCR_IMAGE_SEC_HEADER + i);
+            put32(e, types[i]);
             put32(e + 4, 0);
             put64(e + 8, off);
             put64(e + 16, lens[i]);

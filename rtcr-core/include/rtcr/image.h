@@ -168,6 +168,12 @@ int rtcr_epoch_add_pages(rtcr_epoch_builder_t *b, uint32_t ds_badge, uint64_t of
  * target discarded. Same rules and errors as rtcr_epoch_add_pages. */
 int rtcr_epoch_add_zero(rtcr_epoch_builder_t *b, uint32_t ds_badge, uint64_t offset, uint64_t len);
 
+/* Size the builder's output for about `raw_bytes` of pages to come, so that frames are
+ * compressed straight into the final container without growing it (a hint: adding more
+ * still works, it grows then). -EINVAL finished builder; -E2BIG above RTCR_IMAGE_MAX_TOTAL;
+ * -ENOMEM. */
+int rtcr_epoch_builder_reserve(rtcr_epoch_builder_t *b, uint64_t raw_bytes);
+
 /* Use frames of `size` uncompressed bytes (1 .. RTCR_IMAGE_MAX_FRAME_SIZE; default
  * RTCR_IMAGE_FRAME_SIZE) for pages added from now on. -EINVAL out of range. */
 int rtcr_epoch_builder_set_frame_size(rtcr_epoch_builder_t *b, uint32_t size);
