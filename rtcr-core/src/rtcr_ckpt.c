@@ -977,6 +977,10 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     t->have_stats = true;
     pthread_mutex_unlock(&t->lock);
 
+    /* a full epoch on disk supersedes every older file of the target (an earlier incarnation's
+     * chain stays otherwise until compaction): it is written and fsynced, so drop them */
+    if (full && t->ckpt.state_dir)
+        rtcr_image_prune_dir(t->ckpt.state_dir, t->name, epoch, &ierr);
     if (t->ckpt.max_chain && rtcr_image_count(t->image) > t->ckpt.max_chain) {
         const rtcr_epoch_t *c = NULL;
         if (rtcr_image_compact(t->image, epoch, &ierr, &c) == 0 && c && t->ckpt.state_dir) {

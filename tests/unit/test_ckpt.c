@@ -185,6 +185,16 @@ static void test_continuity_and_cap_space(void **state)
         irqs += after.slot[i] >= RTCR_USER_BASE_CAP && after.type[i] == RTCR_KOBJ_IRQ;
     assert_int_equal(irqs, 2);
     assert_true(gates >= 12);
+
+    /* the new incarnation's first epoch is full (3) and supersedes the files of 1 and 2 */
+    checkpoint_ok(f->brake, &st);
+    assert_true(st.full);
+    assert_int_equal(st.epoch, 3);
+    char path[512];
+    for (unsigned e = 1; e <= 3; e++) {
+        snprintf(path, sizeof(path), "%s/brake/epoch-%08u.rtcr", f->dir, e);
+        assert_int_equal(access(path, F_OK) == 0, e == 3);
+    }
 }
 
 static void test_badge_collision(void **state)
