@@ -210,6 +210,13 @@ struct rtcr_target {
     int build_id_len;              /* its length, <= 0 if unknown */
     void *staging;                 /* checkpoint staging buffer, kept across epochs of an
                                       incarnation so a pause does not fault in new memory */
+    /* kept pool (rtcr_target.c): the RAM pool of a finished incarnation, zeroed and still
+     * mapped, kept while the target has an image so that a restore finds its memory
+     * allocated and mapped instead of faulting in every page again */
+    uint8_t *spare;                /* agent's mapping of the kept pool, NULL if none */
+    int spare_fd;                  /* its memfd (valid while spare != NULL) */
+    size_t spare_size;             /* its bytes */
+    bool pool_keep;                /* teardown keeps the pool: freed extents are not punched */
 };
 
 struct tracked {
@@ -252,6 +259,9 @@ int target_spawn(struct rtcr_target *t);
 void target_teardown(struct rtcr_target *t);   /* free process resources; t->lock not held */
 int target_pool_alloc(struct rtcr_target *t, size_t size, size_t *ret_off);
 void target_pool_free(struct rtcr_target *t, size_t off, size_t size);
+/* Free the kept pool of a finished incarnation, if any (NULL-safe on none). Must be called
+ * when a target is freed; teardown and the next incarnation call it as needed. */
+void target_spare_drop(struct rtcr_target *t);
 int target_thread_add(struct rtcr_target *t, const char *name, unsigned *ret_index);
 int target_mirror_start(struct rtcr_target *t, unsigned index); /* serve UTCB `index` */
 void target_log_line(struct rtcr_target *t, const char *line);

@@ -96,6 +96,7 @@ int rtcr_ecu_new(const rtcr_ecu_params_t *params, rtcr_ecu_t **ret_ecu)
 
 static void target_free(struct rtcr_target *t)
 {
+    target_spare_drop(t); /* a pool kept for the next incarnation */
     ckpt_target_fini(t);
     for (unsigned i = 0; i < t->log.cap; i++)
         free(t->log.lines[i]);

@@ -10,13 +10,26 @@
  * order, zero runs by memset and frames decompressed straight into the buffer and
  * hash-checked there. Runs of dataspaces K does not declare are skipped.
  *
+ * It is done in two steps. A plan, built from the newest epoch back to the oldest, lists the
+ * frames and zero runs to apply, one group per epoch; while planning, each dataspace keeps
+ * the union of the byte ranges newer epochs write, and a frame or zero run wholly inside it
+ * is left out (a newer epoch overwrites every byte of it), as are zero runs of the first
+ * epoch of a lifetime (the buffer starts zeroed). Then the groups are run oldest first on a
+ * few threads (one per CPU): the runs of one epoch never overlap, so the items of a group go
+ * to any thread in any order; a barrier separates two groups, so a newer epoch's bytes always
+ * land last. Threads take items in ascending order and stop after a group with a failure, so
+ * the error is the one the serial order meets first, whatever the thread count.
+ *
  * Compaction materialises K and writes it out as one FULL epoch numbered K with K's header and
  * metadata; all-zero units become zero runs, so untouched memory costs no payload. The result
  * replaces base..K only after it was built and parsed back, so a failure changes nothing.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lz4.h>
 #include <xxhash.h>
@@ -233,11 +246,46 @@ int rtcr_image_check(const rtcr_image_t *img, rtcr_image_err_t *err)
 
 /* ---- materialisation ---------------------------------------------------------------------- */
 
+#define PAR_MIN_BYTES (1u << 20) /* decoded bytes that justify one more worker thread */
+
+/* [start, end) byte range of a dataspace */
+struct ival {
+    uint64_t start; /* first byte */
+    uint64_t end;   /* one past the last byte */
+};
+
 struct mds {
-    uint32_t badge; /* dataspace */
-    uint64_t size;  /* bytes */
-    uint64_t life;  /* first epoch of its current lifetime */
-    uint8_t *dst;   /* destination buffer */
+    uint32_t badge;   /* dataspace */
+    uint64_t size;    /* bytes */
+    uint64_t life;    /* first epoch of its current lifetime */
+    uint8_t *dst;     /* destination buffer */
+    struct ival *cov; /* bytes written by the epochs planned so far (newer ones), sorted,
+                         disjoint and not touching */
+    size_t n_cov;     /* entries of cov */
+};
+
+/* One unit of work: a frame to decode or a zero run to clear. */
+struct mitem {
+    uint8_t *dst;       /* destination of the uncompressed bytes */
+    const uint8_t *src; /* stored frame bytes, NULL for a zero run */
+    uint64_t len;       /* uncompressed bytes */
+    uint64_t hash;      /* XXH3-64 of the uncompressed frame */
+    uint64_t epoch;     /* epoch number, for errors */
+    uint64_t frame;     /* frame index within the dataspace's pages of the epoch, for errors */
+    uint32_t stored;    /* stored bytes of the frame */
+    uint32_t badge;     /* dataspace, for errors */
+};
+
+/* The plan: items grouped by epoch, groups applied oldest first with a barrier between two
+ * groups, items of one group in any order on any worker (the runs of one epoch do not
+ * overlap). Planned newest group first, then put in order (plan_order): group g (0 = the
+ * oldest) is items[gs[g] .. gs[g + 1]), so item indexes ascend in the order of application. */
+struct mplan {
+    struct mitem *items; /* all items, grouped */
+    size_t n, cap;       /* used / allocated entries of items */
+    size_t *gs;          /* first item of each group (+ n at the end once in order) */
+    size_t ng;           /* groups */
+    uint64_t bytes;      /* uncompressed bytes to write, for the worker count */
 };
 
 static int cmp_mds(const void *a, const void *b)
@@ -263,16 +311,87 @@ static struct mds *mds_find(struct mds *m, size_t n, uint32_t badge)
     return NULL;
 }
 
-/* apply the runs of epoch e to the dataspaces of m that are alive in e */
-static int apply_epoch(const rtcr_epoch_t *e, struct mds *m, size_t n, rtcr_image_err_t *err)
+/* Is [a, b) written by a newer epoch? */
+static bool covered(const struct mds *d, uint64_t a, uint64_t b)
+{
+    size_t lo = 0, hi = d->n_cov;
+
+    /* the last interval starting at or before a */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (d->cov[mid].start <= a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo > 0 && d->cov[lo - 1].end >= b;
+}
+
+/* Merge the runs of one epoch (ascending, disjoint) into d->cov. */
+static int cover_runs(struct mds *d, const RtcrImg__DataspacePages *dp)
+{
+    size_t n = d->n_cov + dp->n_runs, i = 0, j = 0, k = 0;
+    struct ival *out;
+
+    if (dp->n_runs == 0)
+        return 0;
+    out = malloc(n * sizeof(*out));
+    if (!out)
+        return -ENOMEM;
+    while (i < d->n_cov || j < dp->n_runs) {
+        struct ival next;
+        if (j == dp->n_runs || (i < d->n_cov && d->cov[i].start <= dp->runs[j]->offset))
+            next = d->cov[i++];
+        else {
+            next = (struct ival){dp->runs[j]->offset, dp->runs[j]->offset + dp->runs[j]->length};
+            j++;
+        }
+        if (k > 0 && next.start <= out[k - 1].end) {
+            if (next.end > out[k - 1].end)
+                out[k - 1].end = next.end;
+        } else {
+            out[k++] = next;
+        }
+    }
+    free(d->cov);
+    d->cov = out;
+    d->n_cov = k;
+    return 0;
+}
+
+static int plan_add(struct mplan *pl, const struct mitem *it)
+{
+    if (pl->n == pl->cap) {
+        size_t nc = pl->cap ? 2 * pl->cap : 256;
+        struct mitem *ni = realloc(pl->items, nc * sizeof(*ni));
+        if (!ni)
+            return -ENOMEM;
+        pl->items = ni;
+        pl->cap = nc;
+    }
+    pl->items[pl->n++] = *it;
+    pl->bytes += it->len;
+    return 0;
+}
+
+/* Plan the runs of epoch e for the dataspaces of m alive in e. Epochs are planned newest
+ * first: what a newer epoch writes is in each dataspace's cov, and a frame or zero run of e
+ * that lies wholly inside it is not planned (its bytes would be overwritten). A zero run of
+ * the first epoch of a lifetime is not planned either (the destination starts zero-filled).
+ * The DATA bytes of an unplanned frame were checked by the section hash when the epoch was
+ * parsed; its content cannot reach the result. */
+static int plan_epoch(const rtcr_epoch_t *e, struct mds *m, size_t n, struct mplan *pl,
+                      rtcr_image_err_t *err)
 {
     const RtcrImg__PageIndex *idx = e->index;
     uint64_t num = e->hdr->epoch;
+    size_t first = pl->n;
 
     for (size_t i = 0; i < idx->n_dataspaces; i++) {
         const RtcrImg__DataspacePages *dp = idx->dataspaces[i];
         struct mds *d = mds_find(m, n, dp->badge);
         uint64_t off = e->ds_data_off[i], fi = 0;
+        int r;
 
         if (!d || num < d->life)
             continue;
@@ -282,30 +401,205 @@ static int apply_epoch(const rtcr_epoch_t *e, struct mds *m, size_t n, rtcr_imag
 
             /* parse checked the run against this epoch's size, equal to d->size in the
              * lifetime; check again rather than trust an invariant of another module */
-            if (run->offset > d->size || run->length > d->size - run->offset)
+            if (run->offset > d->size || run->length > d->size - run->offset) {
+                rtcr_image__err(err, "epoch %llu: run at %llu of dataspace 0x%x outside it",
+                                (unsigned long long)num, (unsigned long long)run->offset,
+                                dp->badge);
                 return -EBADMSG;
+            }
             if (run->zero) {
-                memset(d->dst + run->offset, 0, run->length);
+                if (num != d->life && !covered(d, run->offset, run->offset + run->length) &&
+                    (r = plan_add(pl, &(struct mitem){.dst = d->dst + run->offset,
+                                                      .len = run->length,
+                                                      .epoch = num,
+                                                      .badge = dp->badge})) < 0)
+                    return r;
                 continue;
             }
             for (size_t k = 0; k < run->n_frame_size; k++, fi++) {
-                const char *why = NULL;
-                int r = rtcr_image__frame_decode(e->data + off, run->frame_stored[k], d->dst + pos,
-                                                 run->frame_size[k], run->frame_hash[k], &why);
-                if (r < 0) {
-                    rtcr_image__err(err, "epoch %llu: frame %llu of dataspace 0x%x: %s",
-                                    (unsigned long long)num, (unsigned long long)fi, dp->badge,
-                                    why);
+                struct mitem it = {.dst = d->dst + pos,
+                                   .src = e->data + off,
+                                   .len = run->frame_size[k],
+                                   .hash = run->frame_hash[k],
+                                   .epoch = num,
+                                   .frame = fi,
+                                   .stored = run->frame_stored[k],
+                                   .badge = dp->badge};
+                if (!covered(d, pos, pos + run->frame_size[k]) && (r = plan_add(pl, &it)) < 0)
                     return r;
-                }
                 off += run->frame_stored[k];
                 pos += run->frame_size[k];
             }
         }
     }
+    /* only now: the runs of e do not overlap each other */
+    for (size_t i = 0; i < idx->n_dataspaces; i++) {
+        struct mds *d = mds_find(m, n, idx->dataspaces[i]->badge);
+        int r;
+        /* what the first epoch of a lifetime writes matters to no older epoch */
+        if (d && num > d->life && (r = cover_runs(d, idx->dataspaces[i])) < 0)
+            return r;
+    }
+    /* a group per epoch that has work; plan_order puts the groups oldest first */
+    if (pl->n > first) {
+        size_t *ng = realloc(pl->gs, (pl->ng + 2) * sizeof(*ng));
+        if (!ng)
+            return -ENOMEM;
+        pl->gs = ng;
+        pl->gs[pl->ng++] = first;
+    }
     return 0;
 }
 
+/* Reverse the planned groups (newest first) into application order, oldest first. */
+static int plan_order(struct mplan *pl)
+{
+    struct mitem *items = malloc((pl->n ? pl->n : 1) * sizeof(*items));
+    size_t *gs = malloc((pl->ng + 1) * sizeof(*gs)), k = 0;
+
+    if (!items || !gs) {
+        free(items);
+        free(gs);
+        return -ENOMEM;
+    }
+    for (size_t g = pl->ng; g-- > 0;) {
+        size_t end = g + 1 < pl->ng ? pl->gs[g + 1] : pl->n;
+        gs[pl->ng - 1 - g] = k;
+        memcpy(items + k, pl->items + pl->gs[g], (end - pl->gs[g]) * sizeof(*items));
+        k += end - pl->gs[g];
+    }
+    gs[pl->ng] = k;
+    free(pl->items);
+    free(pl->gs);
+    pl->items = items;
+    pl->gs = gs;
+    return 0;
+}
+
+struct mrun {
+    const struct mplan *pl; /* the plan, in order */
+    size_t *next;           /* per group: next item index to take (atomic) */
+    unsigned workers;       /* threads taking part, the caller included */
+    pthread_barrier_t bar;  /* between groups (workers > 1) */
+    pthread_mutex_t start;  /* held by the caller until workers and bar are final */
+    pthread_mutex_t elock;  /* protects fail_* */
+    size_t fail_at;         /* lowest failing item in plan order; SIZE_MAX: none (atomic) */
+    const char *fail_why;   /* its cause */
+};
+
+/* Take items of each group in turn until the group is done; stop after a group that failed.
+ * Items are taken in ascending order, so every item before a failing one is still done and
+ * the error reported is the one the serial order meets first. After the barrier of group g
+ * only a failure inside groups ..g counts: a thread already in group g + 1 may have recorded
+ * one there, and then every thread still stops at the next barrier, together. */
+static void run_groups(struct mrun *c)
+{
+    const struct mplan *pl = c->pl;
+
+    for (size_t g = 0; g < pl->ng; g++) {
+        size_t end = pl->gs[g + 1];
+        for (;;) {
+            size_t i = __atomic_fetch_add(&c->next[g], 1, __ATOMIC_RELAXED);
+            if (i >= end || i > __atomic_load_n(&c->fail_at, __ATOMIC_RELAXED))
+                break;
+            const struct mitem *it = &pl->items[i];
+            const char *why = NULL;
+            if (!it->src) {
+                memset(it->dst, 0, it->len);
+                continue;
+            }
+            if (rtcr_image__frame_decode(it->src, it->stored, it->dst, (uint32_t)it->len, it->hash,
+                                         &why) < 0) {
+                pthread_mutex_lock(&c->elock);
+                if (i < c->fail_at) {
+                    c->fail_why = why;
+                    __atomic_store_n(&c->fail_at, i, __ATOMIC_RELAXED);
+                }
+                pthread_mutex_unlock(&c->elock);
+            }
+        }
+        if (c->workers > 1)
+            pthread_barrier_wait(&c->bar);
+        if (__atomic_load_n(&c->fail_at, __ATOMIC_RELAXED) < end)
+            break;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct mrun *c = arg;
+
+    pthread_mutex_lock(&c->start);
+    pthread_mutex_unlock(&c->start);
+    run_groups(c);
+    return NULL;
+}
+
+static unsigned auto_workers(uint64_t bytes)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t by_size = bytes / PAR_MIN_BYTES;
+    unsigned n = cpus < 1                        ? 1
+                 : cpus > RTCR_IMAGE_MAX_WORKERS ? RTCR_IMAGE_MAX_WORKERS
+                                                 : (unsigned)cpus;
+
+    if (by_size < n)
+        n = by_size ? (unsigned)by_size : 1;
+    return n;
+}
+
+/* Execute the plan on `workers` threads (the caller and workers - 1 started here; fewer if
+ * threads cannot be started). 0 or -EBADMSG with err naming the epoch and frame. */
+static int run_plan(const struct mplan *pl, unsigned workers, rtcr_image_err_t *err)
+{
+    struct mrun c = {.pl = pl, .fail_at = SIZE_MAX};
+    pthread_t tid[RTCR_IMAGE_MAX_WORKERS];
+    size_t *next = malloc((pl->ng ? pl->ng : 1) * sizeof(*next));
+    unsigned started = 0;
+    int r = 0;
+
+    if (!next)
+        return -ENOMEM;
+    for (size_t g = 0; g < pl->ng; g++)
+        next[g] = pl->gs[g];
+    c.next = next;
+    if (workers > RTCR_IMAGE_MAX_WORKERS)
+        workers = RTCR_IMAGE_MAX_WORKERS;
+    pthread_mutex_init(&c.elock, NULL);
+    pthread_mutex_init(&c.start, NULL);
+    if (workers > 1 && pl->ng > 0) {
+        sigset_t all, old;
+        /* workers take no signals meant for the process */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_mutex_lock(&c.start);
+        while (started < workers - 1 && pthread_create(&tid[started], NULL, worker_main, &c) == 0)
+            started++;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        c.workers = started + 1;
+        if (c.workers > 1)
+            pthread_barrier_init(&c.bar, NULL, c.workers);
+        pthread_mutex_unlock(&c.start);
+    } else {
+        c.workers = 1;
+    }
+    run_groups(&c);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    if (c.workers > 1)
+        pthread_barrier_destroy(&c.bar);
+    pthread_mutex_destroy(&c.start);
+    pthread_mutex_destroy(&c.elock);
+    if (c.fail_at != SIZE_MAX) {
+        const struct mitem *it = &pl->items[c.fail_at];
+        rtcr_image__err(err, "epoch %llu: frame %llu of dataspace 0x%x: %s",
+                        (unsigned long long)it->epoch, (unsigned long long)it->frame, it->badge,
+                        c.fail_why);
+        r = -EBADMSG;
+    }
+    free(next);
+    return r;
+}
 /* visit the RAM dataspaces of a state in metadata order */
 static int foreach_ds(const RtcrImg__StoredState *s,
                       int (*fn)(void *opaque, const RtcrImg__Dataspace *d), void *opaque)
@@ -361,11 +655,12 @@ static int collect_one(void *opaque, const RtcrImg__Dataspace *d)
     return 0;
 }
 
-int rtcr_image_materialize_into(const rtcr_image_t *img, uint64_t epoch, rtcr_image_ds_fn fn,
-                                void *opaque, rtcr_image_err_t *err)
+int rtcr_image_materialize_into_mt(const rtcr_image_t *img, uint64_t epoch, unsigned workers,
+                                   rtcr_image_ds_fn fn, void *opaque, rtcr_image_err_t *err)
 {
     const rtcr_epoch_t *ek;
     struct collect c = {0};
+    struct mplan pl = {0};
     int r;
 
     if (err)
@@ -394,11 +689,25 @@ int rtcr_image_materialize_into(const rtcr_image_t *img, uint64_t epoch, rtcr_im
         goto out;
     }
     qsort(c.m, c.n, sizeof(*c.m), cmp_mds);
-    for (size_t j = 0; j <= c.k && r >= 0; j++)
-        r = apply_epoch(img->epochs[j], c.m, c.n, err);
+    for (size_t j = c.k + 1; j-- > 0 && r >= 0;)
+        r = plan_epoch(img->epochs[j], c.m, c.n, &pl, err);
+    if (r >= 0)
+        r = plan_order(&pl);
+    if (r >= 0)
+        r = run_plan(&pl, workers ? workers : auto_workers(pl.bytes), err);
 out:
+    for (size_t i = 0; i < c.n; i++)
+        free(c.m[i].cov);
     free(c.m);
+    free(pl.items);
+    free(pl.gs);
     return r;
+}
+
+int rtcr_image_materialize_into(const rtcr_image_t *img, uint64_t epoch, rtcr_image_ds_fn fn,
+                                void *opaque, rtcr_image_err_t *err)
+{
+    return rtcr_image_materialize_into_mt(img, epoch, 0, fn, opaque, err);
 }
 
 struct memds {

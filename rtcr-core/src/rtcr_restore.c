@@ -3,7 +3,8 @@
  * The algorithm (docs/checkpoint-restore.md):
  *   1. Check: the chain is complete and hash-checked up to the epoch, the binary has the
  *      build id the image names, the stored state is within limits, the quota suffices; the
- *      memory of every dataspace is materialised (every frame's hash verified).
+ *      memory of every dataspace is materialised straight into the pool on all CPUs (every
+ *      frame that reaches the result hash-checked, rtcr_image_materialize_into).
  *   2. Prepare a fresh incarnation (task with itself at 1 and the parent at 8, core thread,
  *      main thread) without starting the process.
  *   3. Recreate, in creation order: threads at their old thread-area indices (gate, pager,
@@ -26,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <xxhash.h>
 
 #include <rtcr/croot.h>
@@ -595,12 +595,10 @@ static int rewrite_root(struct plan *p, struct session *pd)
     return 0;
 }
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
-#endif
-
 /* Where the image's content of dataspace `badge` goes: straight into its new place in the
- * pool (fresh extents are zero, as materialisation requires), pre-faulted in one call. */
+ * pool (unallocated extents are zero, as materialisation requires). Not pre-faulted: pages
+ * the kept pool lacks are faulted in by the decoding threads, in parallel, which measured
+ * faster than one MADV_POPULATE_WRITE before decoding (and costs nothing on a kept pool). */
 static int ds_dest(void *opaque, uint32_t badge, uint64_t size, void **ret_dst)
 {
     struct plan *p = opaque;
@@ -608,9 +606,7 @@ static int ds_dest(void *opaque, uint32_t badge, uint64_t size, void **ret_dst)
     if (!ds || ds->readonly || ds->size != size)
         return fail(p, -EBADMSG, "image memory for dataspace %#x does not match its record",
                     badge);
-    uint8_t *dst = p->t->pool + ds->pool_off;
-    madvise(dst, size, MADV_POPULATE_WRITE); /* only a speed-up: faults happen anyway */
-    *ret_dst = dst;
+    *ret_dst = p->t->pool + ds->pool_off;
     return 0;
 }
 

@@ -1517,6 +1517,233 @@ static void test_write_seeds(void **state)
         free(mem[i]);
 }
 
+/* ---- parallel materialisation ------------------------------------------------------------- */
+
+/* destinations for rtcr_image_materialize_into_mt: calloc'ed, up to NDS dataspaces */
+struct mt_dst {
+    uint32_t badge[NDS]; /* dataspaces in callback order */
+    uint64_t size[NDS];  /* their sizes */
+    uint8_t *mem[NDS];   /* their buffers */
+    size_t n;            /* used entries */
+};
+
+static int mt_dst_fn(void *opaque, uint32_t badge, uint64_t size, void **ret_dst)
+{
+    struct mt_dst *d = opaque;
+
+    if (d->n == NDS)
+        return -ENOSPC;
+    d->mem[d->n] = calloc(1, size);
+    if (!d->mem[d->n])
+        return -ENOMEM;
+    d->badge[d->n] = badge;
+    d->size[d->n] = size;
+    *ret_dst = d->mem[d->n++];
+    return 0;
+}
+
+static void mt_dst_free(struct mt_dst *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free(d->mem[i]);
+    memset(d, 0, sizeof(*d));
+}
+
+static const uint8_t *mt_find(const struct mt_dst *d, uint32_t badge, uint64_t *ret_size)
+{
+    for (size_t i = 0; i < d->n; i++)
+        if (d->badge[i] == badge) {
+            *ret_size = d->size[i];
+            return d->mem[i];
+        }
+    return NULL;
+}
+
+static const unsigned mt_workers[] = {1, 2, 3, 8, 0};
+
+/* The 100-epoch random chain (overlapping runs, zero runs, dataspaces that come and go) gives
+ * the model's content with every worker count, at several epochs. */
+static void test_materialize_parallel_equals_serial(void **state)
+{
+    static const uint32_t badges[NDS] = {DS1, DS2, DS3};
+    struct chain *c = calloc(1, sizeof(*c));
+    rtcr_image_err_t err;
+    (void)state;
+
+    assert_non_null(c);
+    chain_build(c, 100);
+    for (int k = 1; k <= 100; k += 9) {
+        for (size_t w = 0; w < sizeof(mt_workers) / sizeof(mt_workers[0]); w++) {
+            struct mt_dst d = {0};
+            size_t want = 0;
+            if (rtcr_image_materialize_into_mt(c->img, (uint64_t)k, mt_workers[w], mt_dst_fn, &d,
+                                               &err) != 0)
+                fail_msg("materialize %d with %u workers: %s", k, mt_workers[w], err.msg);
+            for (int i = 0; i < NDS; i++) {
+                uint64_t size = 0;
+                const uint8_t *data = mt_find(&d, badges[i], &size);
+                if (!c->size[k - 1][i]) {
+                    assert_null(data);
+                    continue;
+                }
+                want++;
+                assert_non_null(data);
+                assert_int_equal(size, c->size[k - 1][i]);
+                if (memcmp(data, c->model[k - 1][i], size) != 0)
+                    fail_msg("epoch %d dataspace %d with %u workers differs from the model", k, i,
+                             mt_workers[w]);
+            }
+            assert_int_equal(d.n, want);
+            mt_dst_free(&d);
+        }
+    }
+    chain_free(c, 100);
+    free(c);
+}
+
+/* Epoch `num` of DS1 (64 KiB of random data, 8 KiB frames stored raw) with `n` runs, with
+ * the byte at DATA offset `flip` (if not SIZE_MAX) corrupted: section hashes recomputed and
+ * parsed without the frame check, as a locally built epoch is. */
+static rtcr_epoch_t *mt_epoch(uint64_t num, uint8_t *mem, const struct run *runs, size_t n,
+                              size_t flip)
+{
+    static const uint64_t sizes[1] = {DSZ};
+    rtcr_epoch_t *e = make_epoch("demo", num, num - 1, 1, sizes, &mem, runs, n, NULL), *e2 = NULL;
+    rtcr_image_limits_t lim;
+    rtcr_image_err_t err;
+    size_t len, dlen;
+    const void *bytes = rtcr_epoch_bytes(e, &len);
+    uint8_t *buf = malloc(len);
+
+    assert_non_null(buf);
+    memcpy(buf, bytes, len);
+    rtcr_epoch_destroy(&e);
+    if (flip != SIZE_MAX) {
+        size_t doff = section_off(buf, RTCR_IMAGE_SEC_DATA, &dlen);
+        assert_true(flip < dlen);
+        buf[doff + flip] ^= 0x21;
+        rehash(buf, len);
+    }
+    rtcr_image_limits_default(&lim);
+    lim.skip_frame_check = true;
+    if (rtcr_epoch_parse(buf, len, &lim, &err, &e2) != 0)
+        fail_msg("parse: %s", err.msg);
+    free(buf);
+    return e2;
+}
+
+/* Materialise epoch `k` with every worker count; expect `r` and, on success, `model`; on
+ * failure the same message from every worker count. */
+static void mt_expect(const rtcr_image_t *img, uint64_t k, int r, const uint8_t *model,
+                      const char *msg)
+{
+    for (size_t w = 0; w < sizeof(mt_workers) / sizeof(mt_workers[0]); w++) {
+        struct mt_dst d = {0};
+        rtcr_image_err_t err;
+        uint64_t size = 0;
+        int got = rtcr_image_materialize_into_mt(img, k, mt_workers[w], mt_dst_fn, &d, &err);
+        if (got != r)
+            fail_msg("epoch %llu, %u workers: %d (%s), expected %d", (unsigned long long)k,
+                     mt_workers[w], got, err.msg, r);
+        if (r == 0) {
+            const uint8_t *data = mt_find(&d, DS1, &size);
+            assert_non_null(data);
+            assert_int_equal(size, DSZ);
+            assert_memory_equal(data, model, DSZ);
+        } else {
+            assert_string_equal(err.msg, msg);
+        }
+        mt_dst_free(&d);
+    }
+}
+
+/* Frames wholly overwritten by newer epochs are not decoded; frames partly overwritten are,
+ * and a corrupt one fails with the same error (the first in epoch order) for every worker
+ * count, also when several frames are corrupt. */
+static void test_materialize_parallel_corrupt(void **state)
+{
+    uint8_t *m1 = malloc(DSZ), *m2 = malloc(DSZ), *model = malloc(DSZ);
+    /* epoch 2 rewrites frames 1 and 2 of epoch 1 whole and part of frame 4; epoch 3 zeroes
+     * frame 6 whole and part of frame 7 */
+    struct run full[1] = {{0, 0, DSZ, false}};
+    struct run inc2[2] = {{0, 8192, 16384, false}, {0, 33000, 1000, false}};
+    struct run inc3[1] = {{0, 49152, 10000, true}};
+    rtcr_image_t *img;
+    rtcr_image_err_t err;
+    rtcr_epoch_t *e;
+    (void)state;
+
+    assert_true(m1 && m2 && model);
+    fill_random(m1, DSZ);
+    fill_random(m2, DSZ);
+    memcpy(model, m1, DSZ);
+    memcpy(model + 8192, m2 + 8192, 16384);
+    memcpy(model + 33000, m2 + 33000, 1000);
+    memset(model + 49152, 0, 10000);
+
+    /* intact chain */
+    img = rtcr_image_new("demo", NULL);
+    e = mt_epoch(1, m1, full, 1, SIZE_MAX);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = mt_epoch(2, m2, inc2, 2, SIZE_MAX);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = mt_epoch(3, m2, inc3, 1, SIZE_MAX);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    mt_expect(img, 3, 0, model, NULL);
+    rtcr_image_destroy(&img);
+
+    /* frames 1 and 6 of epoch 1 corrupt: both wholly overwritten, never decoded, the result
+     * is still exact; at epoch 1 itself frame 1 is the first corrupt one */
+    img = rtcr_image_new("demo", NULL);
+    e = mt_epoch(1, m1, full, 1, 1 * 8192 + 77);
+    rtcr_epoch_t *e1b = mt_epoch(1, m1, full, 1, 6 * 8192 + 5);
+    rtcr_epoch_destroy(&e1b);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = mt_epoch(2, m2, inc2, 2, SIZE_MAX);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = mt_epoch(3, m2, inc3, 1, SIZE_MAX);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    mt_expect(img, 3, 0, model, NULL);
+    mt_expect(img, 1, -EBADMSG, NULL, "epoch 1: frame 1 of dataspace 0x1a4: hash mismatch");
+    rtcr_image_destroy(&img);
+
+    /* frame 4 of epoch 1 corrupt (only partly overwritten): refused */
+    img = rtcr_image_new("demo", NULL);
+    e = mt_epoch(1, m1, full, 1, 4 * 8192 + 8000);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = mt_epoch(2, m2, inc2, 2, SIZE_MAX);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = mt_epoch(3, m2, inc3, 1, SIZE_MAX);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    mt_expect(img, 3, -EBADMSG, NULL, "epoch 1: frame 4 of dataspace 0x1a4: hash mismatch");
+    rtcr_image_destroy(&img);
+
+    /* a corrupt frame in epoch 2 (its second run, frame 2 of the epoch) and the last frame of
+     * epoch 3's base both bad: epoch 1's frame 7 comes first in epoch order */
+    img = rtcr_image_new("demo", NULL);
+    e = mt_epoch(1, m1, full, 1, 7 * 8192 + 1);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = mt_epoch(2, m2, inc2, 2, 16384 + 10);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    mt_expect(img, 2, -EBADMSG, NULL, "epoch 1: frame 7 of dataspace 0x1a4: hash mismatch");
+    rtcr_image_destroy(&img);
+
+    /* only epoch 2's last frame bad */
+    img = rtcr_image_new("demo", NULL);
+    e = mt_epoch(1, m1, full, 1, SIZE_MAX);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    e = mt_epoch(2, m2, inc2, 2, 16384 + 10);
+    assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+    mt_expect(img, 2, -EBADMSG, NULL, "epoch 2: frame 2 of dataspace 0x1a4: hash mismatch");
+    rtcr_image_destroy(&img);
+
+    /* bad arguments */
+    assert_int_equal(rtcr_image_materialize_into_mt(NULL, 1, 2, mt_dst_fn, NULL, &err), -EINVAL);
+    free(m1);
+    free(m2);
+    free(model);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1535,6 +1762,8 @@ int main(void)
         cmocka_unit_test(test_compaction_equivalence),
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_write_seeds),
+        cmocka_unit_test(test_materialize_parallel_equals_serial),
+        cmocka_unit_test(test_materialize_parallel_corrupt),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

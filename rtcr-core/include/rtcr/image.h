@@ -272,10 +272,28 @@ typedef int (*rtcr_image_ds_fn)(void *opaque, uint32_t badge, uint64_t size, voi
 /* Reconstruct the memory of every dataspace declared by epoch `epoch`'s metadata: apply the
  * page runs of epochs base..epoch in order (within each dataspace's lifetime, see above)
  * directly into the buffers `fn` provides; every frame is hash-checked after decompression.
+ * Decodes on one thread per online CPU (rtcr_image_materialize_into_mt with workers 0).
  * On failure the buffers hold undefined content. -EINVAL: epoch not in the chain; -EBADMSG:
  * corrupt frame; fn's error; -ENOMEM. */
 int rtcr_image_materialize_into(const rtcr_image_t *img, uint64_t epoch, rtcr_image_ds_fn fn,
                                 void *opaque, rtcr_image_err_t *err);
+
+/* Upper bound on the threads of one materialisation. */
+#define RTCR_IMAGE_MAX_WORKERS 16
+
+/* As rtcr_image_materialize_into, decoding on `workers` threads: the calling one and up to
+ * workers - 1 that it starts and joins before returning (fewer if threads cannot be started;
+ * that is not an error). workers 0 chooses: one per online CPU, at most
+ * RTCR_IMAGE_MAX_WORKERS, and fewer for little data (about 1 MiB per thread);
+ * rtcr_image_materialize_into is this with 0. `fn` is called on the calling thread only,
+ * before any decoding. The epochs are applied oldest first, each epoch's frames spread over
+ * the threads; a frame or zero run wholly overwritten by newer epochs is not decoded (the
+ * epoch's DATA section hash covered its bytes when it was parsed), zero runs in the first
+ * epoch of a dataspace's lifetime are not written (the destination is zero-filled). The
+ * result does not depend on `workers`, nor does the error: a corrupt frame is reported as the
+ * first one the epoch order meets ("epoch N: frame F of dataspace 0xB: hash mismatch"). */
+int rtcr_image_materialize_into_mt(const rtcr_image_t *img, uint64_t epoch, unsigned workers,
+                                   rtcr_image_ds_fn fn, void *opaque, rtcr_image_err_t *err);
 
 /* The memory of a target at one epoch: owned buffers per dataspace. */
 typedef struct rtcr_memstate rtcr_memstate_t;
