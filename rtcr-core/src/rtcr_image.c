@@ -40,8 +40,8 @@
 
 #define N_SECTIONS_WRITTEN 4u
 /* where the DATA section starts in what the writer produces: right after the section table */
-#define DATA_AT (RTCR_IMAGE_FIXED_HDR + N_SECTIONS_WRITTEN * RTCR_IMAGE_SECTION_ENT)
-#define BUDGET_HDR         16u /* per-block header of the budget allocator (keeps alignment) */
+#define DATA_AT    (RTCR_IMAGE_FIXED_HDR + N_SECTIONS_WRITTEN * RTCR_IMAGE_SECTION_ENT)
+#define BUDGET_HDR 16u /* per-block header of the budget allocator (keeps alignment) */
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -501,7 +501,6 @@ struct rtcr_epoch_builder {
     uint8_t *out;              /* container being built: DATA stream from DATA_AT on */
     size_t out_cap;            /* allocated bytes of out */
     size_t stream_len;         /* stored frame bytes in out, in the order they were added */
-    LZ4_stream_t *lz4;         /* compression state, reset (not cleared) per frame */
     bool finished;             /* finish() ran */
 };
 
@@ -558,8 +557,6 @@ void rtcr_epoch_builder_destroy(rtcr_epoch_builder_t **p)
     }
     free(b->bds);
     free(b->out);
-    if (b->lz4)
-        LZ4_freeStream(b->lz4);
     free(b);
     *p = NULL;
 }
@@ -589,9 +586,7 @@ int rtcr_epoch_builder_new(const rtcr_epoch_info_t *info, rtcr_epoch_builder_t *
     b->tracking_mode = dup_or_empty(info->tracking_mode);
     b->build_id = malloc(info->build_id_len ? info->build_id_len : 1);
     b->libs = calloc(info->n_libs ? info->n_libs : 1, sizeof(*b->libs));
-    b->lz4 = LZ4_createStream();
-    if (!b->target || !b->source_ecu || !b->tracking_mode || !b->build_id || !b->libs ||
-        !b->lz4)
+    if (!b->target || !b->source_ecu || !b->tracking_mode || !b->build_id || !b->libs)
         goto oom;
     if (info->build_id_len)
         memcpy(b->build_id, info->build_id, info->build_id_len);
@@ -798,6 +793,25 @@ static int add_check(rtcr_epoch_builder_t *b, uint32_t badge, uint64_t offset, u
     return 0;
 }
 
+/* Room for `need` entries in each of d's four frame arrays (one capacity for all). An array
+ * grown before a later one fails keeps its contents; the capacity stays the old one. */
+static int grow_frames(struct bds *d, size_t need)
+{
+    size_t cap = d->cap_frames;
+    void **arrays[4] = {(void **)&d->fsize, (void **)&d->fstored, (void **)&d->fhash,
+                        (void **)&d->foff};
+    const size_t elem[4] = {sizeof(*d->fsize), sizeof(*d->fstored), sizeof(*d->fhash),
+                            sizeof(*d->foff)};
+
+    for (int i = 0; i < 4; i++) {
+        cap = d->cap_frames;
+        if (grow(arrays[i], &cap, need, elem[i]) < 0)
+            return -ENOMEM;
+    }
+    d->cap_frames = cap;
+    return 0;
+}
+
 /* Compress the data part [p, p+len) at `offset` into frames of d, appended to the builder's
  * stream in out. Transactional: on failure d's arrays and the stream keep their old lengths. */
 static int add_data(rtcr_epoch_builder_t *b, struct bds *d, uint64_t offset, const uint8_t *p,
@@ -805,23 +819,11 @@ static int add_data(rtcr_epoch_builder_t *b, struct bds *d, uint64_t offset, con
 {
     size_t n_frames = (len + b->frame_size - 1) / b->frame_size;
     size_t first = d->n_frames, data0 = d->data_len, s0 = b->stream_len, pos = 0;
-    size_t fcap;
 
     if (b->total_frames + n_frames > RTCR_IMAGE_MAX_FRAMES)
         return -E2BIG;
-    fcap = d->cap_frames;
-    if (grow((void **)&d->fsize, &fcap, first + n_frames, sizeof(*d->fsize)) < 0)
+    if (grow_frames(d, first + n_frames) < 0)
         return -ENOMEM;
-    fcap = d->cap_frames;
-    if (grow((void **)&d->fstored, &fcap, first + n_frames, sizeof(*d->fstored)) < 0)
-        return -ENOMEM;
-    fcap = d->cap_frames;
-    if (grow((void **)&d->fhash, &fcap, first + n_frames, sizeof(*d->fhash)) < 0)
-        return -ENOMEM;
-    fcap = d->cap_frames;
-    if (grow((void **)&d->foff, &fcap, first + n_frames, sizeof(*d->foff)) < 0)
-        return -ENOMEM;
-    d->cap_frames = fcap;
 
     for (size_t i = 0; i < n_frames; i++) {
         uint32_t ulen = (uint32_t)(len - pos < b->frame_size ? len - pos : b->frame_size);
