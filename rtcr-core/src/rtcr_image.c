@@ -453,8 +453,8 @@ struct brun {
     uint64_t offset;    /* byte offset in the dataspace */
     uint64_t length;    /* bytes */
     bool zero;          /* zero run */
-    size_t first_frame; /* index of the first frame in the dataspace's frame arrays */
-    size_t n_frames;    /* frames of the run */
+    size_t first_frame; /* version 1: index of its first frame in the dataspace's arrays */
+    size_t n_frames;    /* version 1: frames of the run */
 };
 
 struct bds {
@@ -462,7 +462,7 @@ struct bds {
     struct brun *runs; /* ascending runs */
     size_t n_runs;     /* used entries of runs */
     size_t cap_runs;   /* allocated entries of runs */
-    uint32_t *fsize;   /* uncompressed bytes per frame */
+    uint32_t *fsize;   /* uncompressed bytes per frame (of the concatenated data runs) */
     uint32_t *fstored; /* stored bytes per frame */
     uint64_t *fhash;   /* XXH3-64 per frame */
     uint64_t *foff;    /* where each frame starts in the builder's stream */
@@ -498,6 +498,7 @@ struct rtcr_epoch_builder {
     uint64_t total_frames;     /* frames over all dataspaces */
     uint64_t total_data;       /* stored bytes over all dataspaces */
     uint32_t frame_size;       /* frame size for new frames */
+    uint16_t version;          /* container format version to write */
     uint8_t *out;              /* container being built: DATA stream from DATA_AT on */
     size_t out_cap;            /* allocated bytes of out */
     size_t stream_len;         /* stored frame bytes in out, in the order they were added */
@@ -612,11 +613,21 @@ int rtcr_epoch_builder_new(const rtcr_epoch_info_t *info, rtcr_epoch_builder_t *
     b->stats.pages_scanned = info->pages_scanned;
     b->stats.freeze_usec = info->freeze_usec;
     b->frame_size = RTCR_IMAGE_FRAME_SIZE;
+    b->version = RTCR_IMAGE_VERSION;
     *ret = b;
     return 0;
 oom:
     rtcr_epoch_builder_destroy(&b);
     return -ENOMEM;
+}
+
+int rtcr_image__builder_set_version(rtcr_epoch_builder_t *b, uint16_t version)
+{
+    if (!b || b->finished || b->n_bds || version < RTCR_IMAGE_VERSION_MIN ||
+        version > RTCR_IMAGE_VERSION)
+        return -EINVAL;
+    b->version = version;
+    return 0;
 }
 
 void rtcr_image__builder_set_compacted(rtcr_epoch_builder_t *b, uint64_t from)
@@ -741,14 +752,16 @@ static struct bds *bds_get(rtcr_epoch_builder_t *b, uint32_t badge, bool create)
     return &b->bds[b->n_bds++];
 }
 
-/* append one run (zero, or data with frames already in the arrays) */
+/* Append one run (zero, or data). With `frames_in_run` (format version 1) the run owns the
+ * frames [first_frame, first_frame + n_frames) and extends the previous run only if their
+ * frames are contiguous; in version 2 frames belong to the dataspace and runs merge freely. */
 static int bds_add_run(struct bds *d, uint64_t offset, uint64_t length, bool zero,
-                       size_t first_frame, size_t n_frames)
+                       size_t first_frame, size_t n_frames, bool frames_in_run)
 {
     struct brun *last = d->n_runs ? &d->runs[d->n_runs - 1] : NULL;
 
     if (last && last->zero == zero && last->offset + last->length == offset &&
-        (zero || last->first_frame + last->n_frames == first_frame)) {
+        (zero || !frames_in_run || last->first_frame + last->n_frames == first_frame)) {
         last->length += length;
         last->n_frames += n_frames;
         return 0;
@@ -812,62 +825,87 @@ static int grow_frames(struct bds *d, size_t need)
     return 0;
 }
 
-/* Compress the data part [p, p+len) at `offset` into frames of d, appended to the builder's
- * stream in out. Transactional: on failure d's arrays and the stream keep their old lengths. */
-static int add_data(rtcr_epoch_builder_t *b, struct bds *d, uint64_t offset, const uint8_t *p,
-                    size_t len)
+/* Compress `ulen` (1 .. frame size) bytes at p as the next frame of d, appended to the
+ * builder's stream in out. The caller rolls back on failure (see add_runs). */
+static int put_frame(rtcr_epoch_builder_t *b, struct bds *d, const uint8_t *p, uint32_t ulen)
 {
-    size_t n_frames = (len + b->frame_size - 1) / b->frame_size;
-    size_t first = d->n_frames, data0 = d->data_len, s0 = b->stream_len, pos = 0;
+    size_t bound = (size_t)LZ4_compressBound((int)ulen), i = d->n_frames;
+    int c;
 
-    if (b->total_frames + n_frames > RTCR_IMAGE_MAX_FRAMES)
+    if (b->total_frames >= RTCR_IMAGE_MAX_FRAMES)
         return -E2BIG;
-    if (grow_frames(d, first + n_frames) < 0)
+    if (grow_frames(d, i + 1) < 0 || out_room(b, b->stream_len + bound) < 0)
         return -ENOMEM;
-
-    for (size_t i = 0; i < n_frames; i++) {
-        uint32_t ulen = (uint32_t)(len - pos < b->frame_size ? len - pos : b->frame_size);
-        size_t bound = (size_t)LZ4_compressBound((int)ulen);
-        int c;
-
-        if (out_room(b, b->stream_len + bound) < 0) {
-            d->data_len = data0;
-            b->stream_len = s0;
-            return -ENOMEM;
-        }
-        char *dst = (char *)b->out + DATA_AT + b->stream_len;
-        /* every frame is an independent LZ4 block: the fast reset starts a new chain without
-         * clearing the 16 KiB table (what LZ4_compress_default pays per call) */
-        c = LZ4_compress_default((const char *)p + pos, dst, (int)ulen, (int)bound);
-        if (c <= 0 || (uint32_t)c >= ulen) {
-            memcpy(dst, p + pos, ulen);
-            c = (int)ulen;
-        }
-        d->fsize[first + i] = ulen;
-        d->fstored[first + i] = (uint32_t)c;
-        d->fhash[first + i] = XXH3_64bits(p + pos, ulen);
-        d->foff[first + i] = b->stream_len;
-        d->data_len += (size_t)c;
-        b->stream_len += (size_t)c;
-        pos += ulen;
+    char *dst = (char *)b->out + DATA_AT + b->stream_len;
+    c = LZ4_compress_default((const char *)p, dst, (int)ulen, (int)bound);
+    if (c <= 0 || (uint32_t)c >= ulen) {
+        memcpy(dst, p, ulen); /* LZ4 does not shrink it: stored raw */
+        c = (int)ulen;
     }
-    if (b->total_data + (d->data_len - data0) > RTCR_IMAGE_MAX_TOTAL) {
-        d->data_len = data0;
-        b->stream_len = s0;
+    if (b->total_data + (uint64_t)c > RTCR_IMAGE_MAX_TOTAL)
         return -E2BIG;
-    }
-    if (bds_add_run(d, offset, len, false, first, n_frames) < 0) {
-        d->data_len = data0;
-        b->stream_len = s0;
-        return -ENOMEM;
-    }
-    d->n_frames += n_frames;
-    b->total_frames += n_frames;
-    b->total_data += d->data_len - data0;
-    b->stats.frames += n_frames;
-    b->stats.bytes_raw += len;
-    b->stats.pages_written += units(len);
+    d->fsize[i] = ulen;
+    d->fstored[i] = (uint32_t)c;
+    d->fhash[i] = XXH3_64bits(p, ulen);
+    d->foff[i] = b->stream_len;
+    d->n_frames = i + 1;
+    d->data_len += (size_t)c;
+    b->stream_len += (size_t)c;
+    b->total_frames++;
+    b->total_data += (uint64_t)c;
+    b->stats.frames++;
     return 0;
+}
+
+/* Non-zero bytes of the current add_runs call not compressed yet: contiguous in the caller's
+ * memory, so a frame can be compressed in place from them. */
+struct pending {
+    const uint8_t *p; /* first byte */
+    size_t len;       /* bytes */
+};
+
+/* Cut frames from the pending bytes: every whole frame, and the rest too if `all`. */
+static int drain(rtcr_epoch_builder_t *b, struct bds *d, struct pending *pd, bool all)
+{
+    while (pd->len >= b->frame_size || (all && pd->len > 0)) {
+        uint32_t n = pd->len < b->frame_size ? (uint32_t)pd->len : b->frame_size;
+        int r = put_frame(b, d, pd->p, n);
+        if (r < 0)
+            return r;
+        pd->p += n;
+        pd->len -= n;
+    }
+    return 0;
+}
+
+/* Add one stretch [p, p+len) at `offset`, all zero or all non-zero units, to d. Data joins
+ * the pending bytes (which are drained first when p does not continue them in memory); in
+ * format version 1 the frames of a run must lie inside it, so the stretch is drained whole. */
+static int add_stretch(rtcr_epoch_builder_t *b, struct bds *d, struct pending *pd,
+                       uint64_t offset, const uint8_t *p, size_t len, bool zero)
+{
+    size_t f0 = d->n_frames;
+    int r;
+
+    if (zero) {
+        r = bds_add_run(d, offset, len, true, f0, 0, false);
+        if (r == 0)
+            b->stats.pages_zero += units(len);
+        return r;
+    }
+    if (pd->len && pd->p + pd->len != p && (r = drain(b, d, pd, true)) < 0)
+        return r;
+    if (!pd->len)
+        pd->p = p;
+    pd->len += len;
+    r = drain(b, d, pd, b->version < 2);
+    if (r == 0)
+        r = bds_add_run(d, offset, len, false, f0, d->n_frames - f0, b->version < 2);
+    if (r == 0) {
+        b->stats.bytes_raw += len;
+        b->stats.pages_written += units(len);
+    }
+    return r;
 }
 
 int rtcr_epoch_add_zero(rtcr_epoch_builder_t *b, uint32_t ds_badge, uint64_t offset, uint64_t len)
@@ -881,69 +919,97 @@ int rtcr_epoch_add_zero(rtcr_epoch_builder_t *b, uint32_t ds_badge, uint64_t off
     d = bds_get(b, ds_badge, true);
     if (!d)
         return -ENOMEM;
-    r = bds_add_run(d, offset, len, true, d->n_frames, 0);
+    r = bds_add_run(d, offset, len, true, d->n_frames, 0, false);
     if (r < 0)
         return r;
     b->stats.pages_zero += units(len);
     return 0;
 }
 
-int rtcr_epoch_add_pages(rtcr_epoch_builder_t *b, uint32_t ds_badge, uint64_t offset,
-                         const void *data, size_t len)
+int rtcr_epoch_add_runs(rtcr_epoch_builder_t *b, uint32_t ds_badge, const rtcr_epoch_run_t *runs,
+                        size_t n, const void *data)
 {
     const uint8_t *p = data;
+    struct pending pd = {0};
     struct bds *d;
-    size_t pos = 0;
-    int r;
+    size_t total = 0, at = 0;
+    int r = 0;
 
-    if (!data && len)
+    if (!b || (!runs && n))
         return -EINVAL;
-    r = add_check(b, ds_badge, offset, len);
-    if (r < 0 || len == 0)
-        return r;
+    /* validate everything first: ascending, inside the limits, after what d already has */
+    for (size_t i = 0, prev = SIZE_MAX; i < n; i++) {
+        if (!runs[i].len)
+            continue;
+        r = add_check(b, ds_badge, runs[i].offset, runs[i].len);
+        if (r < 0)
+            return r;
+        if (prev != SIZE_MAX && runs[i].offset < runs[prev].offset + runs[prev].len)
+            return -EINVAL;
+        if (runs[i].len > SIZE_MAX - total)
+            return -EINVAL;
+        total += runs[i].len;
+        prev = i;
+    }
+    if (!total)
+        return 0;
+    if (!data)
+        return -EINVAL;
     d = bds_get(b, ds_badge, true);
     if (!d)
         return -ENOMEM;
-    /* Alternate maximal zero and non-zero stretches of whole units. A failure after the first
-     * stretch leaves the earlier stretches added; the contract says "unchanged", so remember
-     * the state and roll back. */
+    /* A failure after the first stretch leaves earlier stretches added; the contract says
+     * "unchanged", so remember the state and roll back. */
     size_t runs0 = d->n_runs, frames0 = d->n_frames, data0 = d->data_len, s0 = b->stream_len;
     struct brun last0 = runs0 ? d->runs[runs0 - 1] : (struct brun){0};
     RtcrImg__EpochStats stats0 = b->stats;
     uint64_t tf0 = b->total_frames, td0 = b->total_data;
 
-    while (pos < len) {
-        size_t end = pos;
-        bool zero =
-            is_zero(p + pos, len - pos < RTCR_IMAGE_ZERO_UNIT ? len - pos : RTCR_IMAGE_ZERO_UNIT);
-        while (end < len) {
-            size_t u = len - end < RTCR_IMAGE_ZERO_UNIT ? len - end : RTCR_IMAGE_ZERO_UNIT;
-            if (is_zero(p + end, u) != zero)
-                break;
-            end += u;
+    /* each run alternates maximal zero and non-zero stretches of whole units (relative to
+     * the run's offset) */
+    for (size_t i = 0; i < n && r >= 0; i++) {
+        const uint8_t *q = p + at;
+        size_t len = runs[i].len, pos = 0;
+
+        at += len;
+        while (pos < len && r >= 0) {
+            size_t end = pos;
+            bool zero = is_zero(q + pos, len - pos < RTCR_IMAGE_ZERO_UNIT ? len - pos
+                                                                            : RTCR_IMAGE_ZERO_UNIT);
+            while (end < len) {
+                size_t u = len - end < RTCR_IMAGE_ZERO_UNIT ? len - end : RTCR_IMAGE_ZERO_UNIT;
+                if (is_zero(q + end, u) != zero)
+                    break;
+                end += u;
+            }
+            r = add_stretch(b, d, &pd, runs[i].offset + pos, q + pos, end - pos, zero);
+            pos = end;
         }
-        if (zero) {
-            r = bds_add_run(d, offset + pos, end - pos, true, d->n_frames, 0);
-            if (r == 0)
-                b->stats.pages_zero += units(end - pos);
-        } else {
-            r = add_data(b, d, offset + pos, p + pos, end - pos);
-        }
-        if (r < 0) {
-            d->n_runs = runs0;
-            if (runs0)
-                d->runs[runs0 - 1] = last0;
-            d->n_frames = frames0;
-            d->data_len = data0;
-            b->stream_len = s0;
-            b->stats = stats0;
-            b->total_frames = tf0;
-            b->total_data = td0;
-            return r;
-        }
-        pos = end;
     }
-    return 0;
+    if (r >= 0)
+        r = drain(b, d, &pd, true);
+    if (r < 0) {
+        d->n_runs = runs0;
+        if (runs0)
+            d->runs[runs0 - 1] = last0;
+        d->n_frames = frames0;
+        d->data_len = data0;
+        b->stream_len = s0;
+        b->stats = stats0;
+        b->total_frames = tf0;
+        b->total_data = td0;
+    }
+    return r;
+}
+
+int rtcr_epoch_add_pages(rtcr_epoch_builder_t *b, uint32_t ds_badge, uint64_t offset,
+                         const void *data, size_t len)
+{
+    const rtcr_epoch_run_t run = {.offset = offset, .len = len};
+
+    if (!data && len)
+        return -EINVAL;
+    return rtcr_epoch_add_runs(b, ds_badge, &run, 1, data);
 }
 
 /* build the PageIndex message pointing into the builder's arrays; frees with index_free */
@@ -980,6 +1046,12 @@ static int build_index(rtcr_epoch_builder_t *b, RtcrImg__PageIndex *idx,
         dp[o].badge = d->badge;
         dp[o].n_runs = d->n_runs;
         dp[o].runs = &runp[k];
+        if (b->version >= 2) {
+            dp[o].n_frame_size = dp[o].n_frame_stored = dp[o].n_frame_hash = d->n_frames;
+            dp[o].frame_size = d->fsize;
+            dp[o].frame_stored = d->fstored;
+            dp[o].frame_hash = d->fhash;
+        }
         idx->n_dataspaces = ++o;
         for (size_t j = 0; j < d->n_runs; j++, k++) {
             const struct brun *br = &d->runs[j];
@@ -989,7 +1061,7 @@ static int build_index(rtcr_epoch_builder_t *b, RtcrImg__PageIndex *idx,
             pr->offset = br->offset;
             pr->length = br->length;
             pr->zero = br->zero;
-            if (!br->zero) {
+            if (!br->zero && b->version < 2) {
                 pr->n_frame_size = pr->n_frame_stored = pr->n_frame_hash = br->n_frames;
                 pr->frame_size = d->fsize + br->first_frame;
                 pr->frame_stored = d->fstored + br->first_frame;
@@ -1156,7 +1228,7 @@ int rtcr_epoch_finish(rtcr_epoch_builder_t *b, rtcr_image_err_t *err, void **ret
     }
 
     memcpy(out, RTCR_IMAGE_MAGIC, RTCR_IMAGE_MAGIC_LEN);
-    put16(out + 8, RTCR_IMAGE_VERSION);
+    put16(out + 8, b->version);
     put16(out + 10, RTCR_IMAGE_FIXED_HDR);
     put32(out + 12, N_SECTIONS_WRITTEN);
     put64(out + 16, total);
@@ -1208,7 +1280,9 @@ void rtcr_epoch_destroy(rtcr_epoch_t **p)
     if (e->index)
         rtcr_img__page_index__free_unpacked(e->index, &e->budget.pa);
     free(e->ds);
-    free(e->ds_data_off);
+    free(e->frames);
+    free(e->pieces);
+    free(e->ds_frame0);
     free(e->buf);
     free(e);
     *p = NULL;
@@ -1238,9 +1312,9 @@ static int parse_container(const uint8_t *buf, size_t len, const rtcr_image_limi
         return -EBADMSG;
     }
     version = get16(buf + 8);
-    if (version != RTCR_IMAGE_VERSION) {
-        rtcr_image__err(err, "image: format version %u, this reader supports %u", version,
-                        RTCR_IMAGE_VERSION);
+    if (version < RTCR_IMAGE_VERSION_MIN || version > RTCR_IMAGE_VERSION) {
+        rtcr_image__err(err, "image: format version %u, this reader supports %u to %u", version,
+                        RTCR_IMAGE_VERSION_MIN, RTCR_IMAGE_VERSION);
         return -EPROTO;
     }
     if (get16(buf + 10) != RTCR_IMAGE_FIXED_HDR) {
@@ -1397,25 +1471,185 @@ int rtcr_image__peek_header(const void *buf, size_t len, rtcr_image_err_t *err,
                          sec[RTCR_IMAGE_SEC_HEADER].length, NULL, err, ret_hdr);
 }
 
-/* structure of the page index against the metadata and the DATA section */
+/* The frame lists of the index are where the epoch's version puts them and consistent:
+ * counts the frames and runs (for the tables) and checks the frame count limit. */
+static int count_frames(const rtcr_epoch_t *e, const rtcr_image_limits_t *lim,
+                        rtcr_image_err_t *err, uint64_t *ret_frames, uint64_t *ret_runs)
+{
+    const RtcrImg__PageIndex *idx = e->index;
+    unsigned long long ep = (unsigned long long)e->hdr->epoch;
+    uint64_t frames = 0, runs = 0;
+
+    for (size_t i = 0; i < idx->n_dataspaces; i++) {
+        const RtcrImg__DataspacePages *dp = idx->dataspaces[i];
+        size_t nf = dp->n_frame_size;
+
+        if (nf != dp->n_frame_stored || nf != dp->n_frame_hash || (e->version < 2 && nf)) {
+            rtcr_image__err(err,
+                            "epoch %llu: dataspace 0x%x: inconsistent frame lists "
+                            "(format version %u)",
+                            ep, dp->badge, e->version);
+            return -EBADMSG;
+        }
+        for (size_t j = 0; j < dp->n_runs; j++) {
+            const RtcrImg__PageRun *run = dp->runs[j];
+            size_t rf = run->n_frame_size;
+            bool ok = rf == run->n_frame_stored && rf == run->n_frame_hash &&
+                      (e->version >= 2 ? rf == 0 : run->zero == !rf);
+            if (!ok) {
+                rtcr_image__err(err,
+                                "epoch %llu: run %zu of dataspace 0x%x: inconsistent "
+                                "frame lists (format version %u)",
+                                ep, j, dp->badge, e->version);
+                return -EBADMSG;
+            }
+            nf += rf;
+        }
+        runs += dp->n_runs;
+        if (nf > lim->max_frames - frames) {
+            rtcr_image__err(err, "epoch %llu: more than %u frames", ep, lim->max_frames);
+            return -E2BIG;
+        }
+        frames += nf;
+    }
+    *ret_frames = frames;
+    *ret_runs = runs;
+    return 0;
+}
+
+/* One frame's lengths against the limits and the DATA section; appends it to e->frames. */
+static int add_frame(rtcr_epoch_t *e, const rtcr_image_limits_t *lim, rtcr_image_err_t *err,
+                     uint32_t badge, uint64_t fi, uint32_t fs, uint32_t st, uint64_t hash,
+                     uint64_t *off)
+{
+    unsigned long long ep = (unsigned long long)e->hdr->epoch;
+
+    if (fs == 0 || st == 0 || st > fs) {
+        rtcr_image__err(err, "epoch %llu: frame %llu of dataspace 0x%x: bad lengths %u/%u", ep,
+                        (unsigned long long)fi, badge, st, fs);
+        return -EBADMSG;
+    }
+    if (fs > lim->max_frame_size) {
+        rtcr_image__err(err, "epoch %llu: frame %llu of dataspace 0x%x: %u bytes above the limit %u",
+                        ep, (unsigned long long)fi, badge, fs, lim->max_frame_size);
+        return -E2BIG;
+    }
+    if (st > e->data_len - *off) {
+        rtcr_image__err(err, "epoch %llu: frame %llu of dataspace 0x%x: beyond the data section",
+                        ep, (unsigned long long)fi, badge);
+        return -EBADMSG;
+    }
+    e->frames[e->n_frames++] = (struct rtcr_image_frame){
+        .data_off = *off, .hash = hash, .size = fs, .stored = st, .first_piece = e->n_pieces};
+    *off += st;
+    if (fs > e->max_frame)
+        e->max_frame = fs;
+    return 0;
+}
+
+/* Version 2: the frames of dp cover its data runs, concatenated; cut them into pieces. */
+static int frames_v2(rtcr_epoch_t *e, const rtcr_image_limits_t *lim, rtcr_image_err_t *err,
+                     const RtcrImg__DataspacePages *dp, uint64_t *off)
+{
+    uint64_t in_runs = 0, in_frames = 0, rpos = 0;
+    size_t j = 0, f0 = e->n_frames;
+
+    for (size_t k = 0; k < dp->n_runs; k++)
+        if (!dp->runs[k]->zero)
+            in_runs += dp->runs[k]->length;
+    for (size_t k = 0; k < dp->n_frame_size; k++)
+        in_frames += dp->frame_size[k];
+    if (in_frames != in_runs) {
+        rtcr_image__err(err,
+                        "epoch %llu: dataspace 0x%x: frames hold %llu bytes, the data runs %llu",
+                        (unsigned long long)e->hdr->epoch, dp->badge,
+                        (unsigned long long)in_frames, (unsigned long long)in_runs);
+        return -EBADMSG;
+    }
+    for (size_t k = 0; k < dp->n_frame_size; k++) {
+        int r = add_frame(e, lim, err, dp->badge, k, dp->frame_size[k], dp->frame_stored[k],
+                          dp->frame_hash[k], off);
+        if (r < 0)
+            return r;
+        struct rtcr_image_frame *f = &e->frames[f0 + k];
+        for (uint32_t fpos = 0; fpos < f->size;) {
+            /* sums agree, so a data run with bytes left exists */
+            while (dp->runs[j]->zero || rpos == dp->runs[j]->length) {
+                j++;
+                rpos = 0;
+            }
+            uint64_t left = dp->runs[j]->length - rpos;
+            uint32_t take = left < f->size - fpos ? (uint32_t)left : f->size - fpos;
+            e->pieces[e->n_pieces++] = (struct rtcr_image_piece){
+                .ds_off = dp->runs[j]->offset + rpos, .frame_off = fpos, .len = take};
+            f->n_pieces++;
+            fpos += take;
+            rpos += take;
+        }
+    }
+    return 0;
+}
+
+/* Version 1: each data run has its own frames, covering it in order. */
+static int frames_v1(rtcr_epoch_t *e, const rtcr_image_limits_t *lim, rtcr_image_err_t *err,
+                     const RtcrImg__DataspacePages *dp, uint64_t *off)
+{
+    uint64_t fi = 0;
+
+    for (size_t j = 0; j < dp->n_runs; j++) {
+        const RtcrImg__PageRun *run = dp->runs[j];
+        uint64_t pos = run->offset, sum = 0;
+
+        for (size_t k = 0; k < run->n_frame_size; k++, fi++) {
+            int r = add_frame(e, lim, err, dp->badge, fi, run->frame_size[k], run->frame_stored[k],
+                              run->frame_hash[k], off);
+            if (r < 0)
+                return r;
+            e->frames[e->n_frames - 1].n_pieces = 1;
+            e->pieces[e->n_pieces++] = (struct rtcr_image_piece){
+                .ds_off = pos, .frame_off = 0, .len = run->frame_size[k]};
+            pos += run->frame_size[k];
+            sum += run->frame_size[k];
+        }
+        if (!run->zero && sum != run->length) {
+            rtcr_image__err(err,
+                            "epoch %llu: run %zu of dataspace 0x%x: frames hold %llu bytes, the "
+                            "run %llu",
+                            (unsigned long long)e->hdr->epoch, j, dp->badge,
+                            (unsigned long long)sum, (unsigned long long)run->length);
+            return -EBADMSG;
+        }
+    }
+    return 0;
+}
+
+/* Check the page index against the metadata, the limits and the DATA length, and build the
+ * frame table (e->frames, e->pieces, e->ds_frame0) for either format version. */
 static int check_index(rtcr_epoch_t *e, const rtcr_image_limits_t *lim, rtcr_image_err_t *err)
 {
     const RtcrImg__PageIndex *idx = e->index;
     unsigned long long ep = (unsigned long long)e->hdr->epoch;
-    uint64_t off = 0, frames = 0;
+    uint64_t off = 0, frames = 0, runs = 0;
     uint8_t *seen = NULL;
-    int r = -EBADMSG;
+    int r;
 
-    e->ds_data_off = calloc(idx->n_dataspaces ? idx->n_dataspaces : 1, sizeof(uint64_t));
+    r = count_frames(e, lim, err, &frames, &runs);
+    if (r < 0)
+        return r;
+    /* frames <= max_frames and runs were decoded within max_unpacked: both bounded */
+    e->frames = calloc(frames ? frames : 1, sizeof(*e->frames));
+    e->pieces = calloc(frames + runs ? frames + runs : 1, sizeof(*e->pieces));
+    e->ds_frame0 = calloc(idx->n_dataspaces + 1, sizeof(*e->ds_frame0));
     seen = calloc(e->n_ds ? e->n_ds : 1, 1);
-    if (!e->ds_data_off || !seen) {
+    if (!e->frames || !e->pieces || !e->ds_frame0 || !seen) {
         r = -ENOMEM;
         goto out;
     }
+    r = -EBADMSG;
     for (size_t i = 0; i < idx->n_dataspaces; i++) {
         const RtcrImg__DataspacePages *dp = idx->dataspaces[i];
         const struct rtcr_image_ds *ds = rtcr_image__ds_find(e->ds, e->n_ds, dp->badge);
-        uint64_t end = 0, fi = 0;
+        uint64_t end = 0;
 
         if (!ds) {
             rtcr_image__err(err,
@@ -1429,11 +1663,8 @@ static int check_index(rtcr_epoch_t *e, const rtcr_image_limits_t *lim, rtcr_ima
                             dp->badge);
             goto out;
         }
-        e->ds_data_off[i] = off;
         for (size_t j = 0; j < dp->n_runs; j++) {
             const RtcrImg__PageRun *run = dp->runs[j];
-            uint64_t sum = 0;
-
             if (run->length == 0 || run->offset < end || run->offset > ds->size ||
                 run->length > ds->size - run->offset) {
                 rtcr_image__err(err,
@@ -1444,59 +1675,14 @@ static int check_index(rtcr_epoch_t *e, const rtcr_image_limits_t *lim, rtcr_ima
                 goto out;
             }
             end = run->offset + run->length;
-            if (run->n_frame_size != run->n_frame_stored ||
-                run->n_frame_size != run->n_frame_hash || (run->zero != !run->n_frame_size)) {
-                rtcr_image__err(err,
-                                "epoch %llu: run %zu of dataspace 0x%x: inconsistent "
-                                "frame lists",
-                                ep, j, dp->badge);
-                goto out;
-            }
-            if (run->n_frame_size > lim->max_frames - frames) {
-                rtcr_image__err(err, "epoch %llu: more than %u frames", ep, lim->max_frames);
-                r = -E2BIG;
-                goto out;
-            }
-            for (size_t k = 0; k < run->n_frame_size; k++, fi++) {
-                uint32_t fs = run->frame_size[k], st = run->frame_stored[k];
-                if (fs == 0 || st == 0 || st > fs) {
-                    rtcr_image__err(err,
-                                    "epoch %llu: frame %llu of dataspace 0x%x: bad "
-                                    "lengths %u/%u",
-                                    ep, (unsigned long long)fi, dp->badge, st, fs);
-                    goto out;
-                }
-                if (fs > lim->max_frame_size) {
-                    rtcr_image__err(err,
-                                    "epoch %llu: frame %llu of dataspace 0x%x: %u bytes "
-                                    "above the limit %u",
-                                    ep, (unsigned long long)fi, dp->badge, fs, lim->max_frame_size);
-                    r = -E2BIG;
-                    goto out;
-                }
-                if (st > e->data_len - off) {
-                    rtcr_image__err(err,
-                                    "epoch %llu: frame %llu of dataspace 0x%x: beyond the "
-                                    "data section",
-                                    ep, (unsigned long long)fi, dp->badge);
-                    goto out;
-                }
-                off += st;
-                sum += fs;
-                if (fs > e->max_frame)
-                    e->max_frame = fs;
-            }
-            frames += run->n_frame_size;
-            if (!run->zero && sum != run->length) {
-                rtcr_image__err(err,
-                                "epoch %llu: run %zu of dataspace 0x%x: frames hold %llu "
-                                "bytes, the run %llu",
-                                ep, j, dp->badge, (unsigned long long)sum,
-                                (unsigned long long)run->length);
-                goto out;
-            }
         }
+        e->ds_frame0[i] = e->n_frames;
+        r = e->version >= 2 ? frames_v2(e, lim, err, dp, &off) : frames_v1(e, lim, err, dp, &off);
+        if (r < 0)
+            goto out;
+        r = -EBADMSG;
     }
+    e->ds_frame0[idx->n_dataspaces] = e->n_frames;
     if (off != e->data_len) {
         rtcr_image__err(err, "epoch %llu: %llu bytes of the data section belong to no frame", ep,
                         (unsigned long long)(e->data_len - off));
@@ -1508,8 +1694,8 @@ out:
     return r;
 }
 
-/* Walk every frame of e in index order. For each frame, decode into a scratch buffer (or pass
- * raw frames in place) after the hash check, then call fn (if not NULL). */
+/* Walk every frame of e in index order: decode it into a scratch buffer (hash-checked), then
+ * call fn (if not NULL) for each of its pieces, and for the zero runs in offset order. */
 static int walk_frames(const rtcr_epoch_t *e, rtcr_image_page_fn fn, void *opaque,
                        rtcr_image_err_t *err)
 {
@@ -1524,35 +1710,33 @@ static int walk_frames(const rtcr_epoch_t *e, rtcr_image_page_fn fn, void *opaqu
     }
     for (size_t i = 0; i < idx->n_dataspaces && r >= 0; i++) {
         const RtcrImg__DataspacePages *dp = idx->dataspaces[i];
-        uint64_t off = e->ds_data_off[i], fi = 0;
+        size_t zj = 0; /* next run to consider for a zero-run call */
 
-        for (size_t j = 0; j < dp->n_runs && r >= 0; j++) {
-            const RtcrImg__PageRun *run = dp->runs[j];
-            uint64_t pos = run->offset;
+        for (size_t f = e->ds_frame0[i]; f < e->ds_frame0[i + 1] && r >= 0; f++) {
+            const struct rtcr_image_frame *fr = &e->frames[f];
+            const char *why = NULL;
 
-            if (run->zero) {
-                if (fn)
-                    r = fn(opaque, dp->badge, run->offset, NULL, run->length);
-                continue;
+            r = rtcr_image__frame_decode(e->data + fr->data_off, fr->stored, scratch, fr->size,
+                                         fr->hash, &why);
+            if (r < 0) {
+                rtcr_image__err(err, "epoch %llu: frame %llu of dataspace 0x%x: %s",
+                                (unsigned long long)e->hdr->epoch,
+                                (unsigned long long)(f - e->ds_frame0[i]), dp->badge, why);
+                break;
             }
-            for (size_t k = 0; k < run->n_frame_size && r >= 0; k++, fi++) {
-                const uint8_t *src = e->data + off;
-                const char *why = NULL;
-
-                r = rtcr_image__frame_decode(src, run->frame_stored[k], scratch, run->frame_size[k],
-                                             run->frame_hash[k], &why);
-                if (r < 0) {
-                    rtcr_image__err(err, "epoch %llu: frame %llu of dataspace 0x%x: %s",
-                                    (unsigned long long)e->hdr->epoch, (unsigned long long)fi,
-                                    dp->badge, why);
-                    break;
-                }
-                if (fn)
-                    r = fn(opaque, dp->badge, pos, scratch, run->frame_size[k]);
-                off += run->frame_stored[k];
-                pos += run->frame_size[k];
+            for (uint32_t k = 0; k < fr->n_pieces && fn && r >= 0; k++) {
+                const struct rtcr_image_piece *pc = &e->pieces[fr->first_piece + k];
+                for (; zj < dp->n_runs && dp->runs[zj]->offset < pc->ds_off && r >= 0; zj++)
+                    if (dp->runs[zj]->zero)
+                        r = fn(opaque, dp->badge, dp->runs[zj]->offset, NULL,
+                               dp->runs[zj]->length);
+                if (r >= 0)
+                    r = fn(opaque, dp->badge, pc->ds_off, scratch + pc->frame_off, pc->len);
             }
         }
+        for (; zj < dp->n_runs && fn && r >= 0; zj++)
+            if (dp->runs[zj]->zero)
+                r = fn(opaque, dp->badge, dp->runs[zj]->offset, NULL, dp->runs[zj]->length);
     }
     free(scratch);
     return r;
@@ -1573,6 +1757,7 @@ static int parse_impl(uint8_t *buf, size_t len, const rtcr_image_limits_t *lim,
     if (!e)
         return -ENOMEM;
     budget_init(&e->budget, lim->max_unpacked);
+    e->version = get16(buf + 8); /* checked by parse_container */
 
     r = unpack_header(buf + sec[RTCR_IMAGE_SEC_HEADER].offset, sec[RTCR_IMAGE_SEC_HEADER].length,
                       &e->budget.pa, err, &e->hdr);

@@ -264,15 +264,19 @@ struct mds {
     size_t n_cov;     /* entries of cov */
 };
 
-/* One unit of work: a frame to decode or a zero run to clear. */
+/* One unit of work: a frame to decode or a zero run to clear. A frame whose bytes go to one
+ * place is decoded straight there (pieces NULL); one that spans several runs (format version
+ * 2) is decoded into the worker's scratch buffer and its pieces copied out. */
 struct mitem {
-    uint8_t *dst;       /* destination of the uncompressed bytes */
-    const uint8_t *src; /* stored frame bytes, NULL for a zero run */
-    uint64_t len;       /* uncompressed bytes */
-    uint64_t hash;      /* XXH3-64 of the uncompressed frame */
-    uint64_t epoch;     /* epoch number, for errors */
+    uint8_t *dst;                         /* destination, or the dataspace's base if pieces */
+    const uint8_t *src;                   /* stored frame bytes, NULL for a zero run */
+    const struct rtcr_image_piece *pieces; /* where the bytes go (dst + ds_off), or NULL */
+    uint64_t len;                         /* uncompressed bytes */
+    uint64_t hash;                        /* XXH3-64 of the uncompressed frame */
+    uint64_t epoch;                       /* epoch number, for errors */
     uint64_t frame;     /* frame index within the dataspace's pages of the epoch, for errors */
     uint32_t stored;    /* stored bytes of the frame */
+    uint32_t n_pieces;  /* entries of pieces */
     uint32_t badge;     /* dataspace, for errors */
 };
 
@@ -286,6 +290,7 @@ struct mplan {
     size_t *gs;          /* first item of each group (+ n at the end once in order) */
     size_t ng;           /* groups */
     uint64_t bytes;      /* uncompressed bytes to write, for the worker count */
+    uint32_t scratch;    /* largest frame decoded through a scratch buffer (0: none) */
 };
 
 static int cmp_mds(const void *a, const void *b)
@@ -390,14 +395,12 @@ static int plan_epoch(const rtcr_epoch_t *e, struct mds *m, size_t n, struct mpl
     for (size_t i = 0; i < idx->n_dataspaces; i++) {
         const RtcrImg__DataspacePages *dp = idx->dataspaces[i];
         struct mds *d = mds_find(m, n, dp->badge);
-        uint64_t off = e->ds_data_off[i], fi = 0;
         int r;
 
         if (!d || num < d->life)
             continue;
         for (size_t j = 0; j < dp->n_runs; j++) {
             const RtcrImg__PageRun *run = dp->runs[j];
-            uint64_t pos = run->offset;
 
             /* parse checked the run against this epoch's size, equal to d->size in the
              * lifetime; check again rather than trust an invariant of another module */
@@ -407,29 +410,37 @@ static int plan_epoch(const rtcr_epoch_t *e, struct mds *m, size_t n, struct mpl
                                 dp->badge);
                 return -EBADMSG;
             }
-            if (run->zero) {
-                if (num != d->life && !covered(d, run->offset, run->offset + run->length) &&
-                    (r = plan_add(pl, &(struct mitem){.dst = d->dst + run->offset,
-                                                      .len = run->length,
-                                                      .epoch = num,
-                                                      .badge = dp->badge})) < 0)
-                    return r;
+            if (run->zero && num != d->life &&
+                !covered(d, run->offset, run->offset + run->length) &&
+                (r = plan_add(pl, &(struct mitem){.dst = d->dst + run->offset,
+                                                  .len = run->length,
+                                                  .epoch = num,
+                                                  .badge = dp->badge})) < 0)
+                return r;
+        }
+        for (size_t f = e->ds_frame0[i]; f < e->ds_frame0[i + 1]; f++) {
+            const struct rtcr_image_frame *fr = &e->frames[f];
+            const struct rtcr_image_piece *pc = &e->pieces[fr->first_piece];
+            bool needed = false, direct = fr->n_pieces == 1;
+
+            for (uint32_t k = 0; k < fr->n_pieces && !needed; k++)
+                needed = !covered(d, pc[k].ds_off, pc[k].ds_off + pc[k].len);
+            if (!needed)
                 continue;
-            }
-            for (size_t k = 0; k < run->n_frame_size; k++, fi++) {
-                struct mitem it = {.dst = d->dst + pos,
-                                   .src = e->data + off,
-                                   .len = run->frame_size[k],
-                                   .hash = run->frame_hash[k],
-                                   .epoch = num,
-                                   .frame = fi,
-                                   .stored = run->frame_stored[k],
-                                   .badge = dp->badge};
-                if (!covered(d, pos, pos + run->frame_size[k]) && (r = plan_add(pl, &it)) < 0)
-                    return r;
-                off += run->frame_stored[k];
-                pos += run->frame_size[k];
-            }
+            struct mitem it = {.dst = direct ? d->dst + pc->ds_off : d->dst,
+                               .src = e->data + fr->data_off,
+                               .pieces = direct ? NULL : pc,
+                               .len = fr->size,
+                               .hash = fr->hash,
+                               .epoch = num,
+                               .frame = f - e->ds_frame0[i],
+                               .stored = fr->stored,
+                               .n_pieces = fr->n_pieces,
+                               .badge = dp->badge};
+            if ((r = plan_add(pl, &it)) < 0)
+                return r;
+            if (!direct && fr->size > pl->scratch)
+                pl->scratch = fr->size;
         }
     }
     /* only now: the runs of e do not overlap each other */
@@ -492,7 +503,7 @@ struct mrun {
  * the error reported is the one the serial order meets first. After the barrier of group g
  * only a failure inside groups ..g counts: a thread already in group g + 1 may have recorded
  * one there, and then every thread still stops at the next barrier, together. */
-static void run_groups(struct mrun *c)
+static void run_groups(struct mrun *c, uint8_t *scratch)
 {
     const struct mplan *pl = c->pl;
 
@@ -508,8 +519,13 @@ static void run_groups(struct mrun *c)
                 memset(it->dst, 0, it->len);
                 continue;
             }
-            if (rtcr_image__frame_decode(it->src, it->stored, it->dst, (uint32_t)it->len, it->hash,
-                                         &why) < 0) {
+            uint8_t *to = it->pieces ? scratch : it->dst;
+            if (rtcr_image__frame_decode(it->src, it->stored, to, (uint32_t)it->len, it->hash,
+                                         &why) == 0) {
+                for (uint32_t k = 0; it->pieces && k < it->n_pieces; k++)
+                    memcpy(it->dst + it->pieces[k].ds_off, scratch + it->pieces[k].frame_off,
+                           it->pieces[k].len);
+            } else {
                 pthread_mutex_lock(&c->elock);
                 if (i < c->fail_at) {
                     c->fail_why = why;
@@ -525,13 +541,19 @@ static void run_groups(struct mrun *c)
     }
 }
 
+/* what a started worker gets */
+struct mworker {
+    struct mrun *c;   /* the shared run */
+    uint8_t *scratch; /* its own scratch buffer (pl->scratch bytes) or NULL */
+};
+
 static void *worker_main(void *arg)
 {
-    struct mrun *c = arg;
+    struct mworker *w = arg;
 
-    pthread_mutex_lock(&c->start);
-    pthread_mutex_unlock(&c->start);
-    run_groups(c);
+    pthread_mutex_lock(&w->c->start);
+    pthread_mutex_unlock(&w->c->start);
+    run_groups(w->c, w->scratch);
     return NULL;
 }
 
@@ -554,17 +576,27 @@ static int run_plan(const struct mplan *pl, unsigned workers, rtcr_image_err_t *
 {
     struct mrun c = {.pl = pl, .fail_at = SIZE_MAX};
     pthread_t tid[RTCR_IMAGE_MAX_WORKERS];
-    size_t *next = malloc((pl->ng ? pl->ng : 1) * sizeof(*next));
+    struct mworker w[RTCR_IMAGE_MAX_WORKERS];
+    size_t *next;
+    uint8_t *scratch;
     unsigned started = 0;
     int r = 0;
 
-    if (!next)
+    if (workers > RTCR_IMAGE_MAX_WORKERS)
+        workers = RTCR_IMAGE_MAX_WORKERS;
+    if (workers < 1)
+        workers = 1;
+    next = malloc((pl->ng ? pl->ng : 1) * sizeof(*next));
+    /* one scratch buffer per thread for frames that span runs */
+    scratch = pl->scratch ? malloc((size_t)pl->scratch * workers) : NULL;
+    if (!next || (pl->scratch && !scratch)) {
+        free(next);
+        free(scratch);
         return -ENOMEM;
+    }
     for (size_t g = 0; g < pl->ng; g++)
         next[g] = pl->gs[g];
     c.next = next;
-    if (workers > RTCR_IMAGE_MAX_WORKERS)
-        workers = RTCR_IMAGE_MAX_WORKERS;
     pthread_mutex_init(&c.elock, NULL);
     pthread_mutex_init(&c.start, NULL);
     if (workers > 1 && pl->ng > 0) {
@@ -573,8 +605,12 @@ static int run_plan(const struct mplan *pl, unsigned workers, rtcr_image_err_t *
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
         pthread_mutex_lock(&c.start);
-        while (started < workers - 1 && pthread_create(&tid[started], NULL, worker_main, &c) == 0)
-            started++;
+        for (; started < workers - 1; started++) {
+            w[started] = (struct mworker){
+                &c, scratch ? scratch + (size_t)pl->scratch * (started + 1) : NULL};
+            if (pthread_create(&tid[started], NULL, worker_main, &w[started]) != 0)
+                break;
+        }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         c.workers = started + 1;
         if (c.workers > 1)
@@ -583,7 +619,7 @@ static int run_plan(const struct mplan *pl, unsigned workers, rtcr_image_err_t *
     } else {
         c.workers = 1;
     }
-    run_groups(&c);
+    run_groups(&c, scratch);
     for (unsigned i = 0; i < started; i++)
         pthread_join(tid[i], NULL);
     if (c.workers > 1)
@@ -598,8 +634,10 @@ static int run_plan(const struct mplan *pl, unsigned workers, rtcr_image_err_t *
         r = -EBADMSG;
     }
     free(next);
+    free(scratch);
     return r;
 }
+
 /* visit the RAM dataspaces of a state in metadata order */
 static int foreach_ds(const RtcrImg__StoredState *s,
                       int (*fn)(void *opaque, const RtcrImg__Dataspace *d), void *opaque)

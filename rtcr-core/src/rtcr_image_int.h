@@ -3,7 +3,10 @@
  * A parsed epoch owns its wire buffer; the decoded protobuf messages are allocated through a
  * budgeted allocator (limits.max_unpacked), so a hostile image cannot make the decoder
  * allocate without bound. The sorted dataspace table (badge -> size) of the metadata and the
- * DATA offset of each PageIndex entry are computed once at parse time.
+ * frame table are computed once at parse time. The frame table is the same for both format
+ * versions (frames of a run in version 1, frames of a dataspace spanning its runs in version
+ * 2): every frame, in index order, with its DATA offset and the pieces of data runs that its
+ * uncompressed bytes fill, so no other code needs to know which version an epoch has.
  */
 #ifndef RTCR_IMAGE_INT_H
 #define RTCR_IMAGE_INT_H
@@ -18,6 +21,23 @@
 struct rtcr_image_ds {
     uint32_t badge; /* dataspace badge */
     uint64_t size;  /* bytes */
+};
+
+/* one frame of an epoch, in index order (dataspaces in index order, then DATA order) */
+struct rtcr_image_frame {
+    uint64_t data_off;  /* offset of its stored bytes in the DATA section */
+    uint64_t hash;      /* XXH3-64 of its uncompressed bytes */
+    uint32_t size;      /* uncompressed bytes */
+    uint32_t stored;    /* bytes in DATA (== size: raw, < size: one LZ4 block) */
+    size_t first_piece; /* its first entry in the epoch's pieces */
+    uint32_t n_pieces;  /* its entries in pieces (>= 1), ascending in the dataspace */
+};
+
+/* `len` bytes at `frame_off` of a frame's uncompressed bytes belong at `ds_off` */
+struct rtcr_image_piece {
+    uint64_t ds_off;    /* byte offset in the dataspace */
+    uint32_t frame_off; /* byte offset in the uncompressed frame */
+    uint32_t len;       /* bytes, > 0 */
 };
 
 /* protobuf-c allocator with an upper bound on live bytes */
@@ -41,7 +61,13 @@ struct rtcr_epoch {
     size_t data_len;                 /* bytes of data */
     struct rtcr_image_ds *ds;        /* declared dataspaces, sorted by badge */
     size_t n_ds;                     /* entries of ds */
-    uint64_t *ds_data_off;           /* DATA offset of index->dataspaces[i]'s first frame */
+    uint16_t version;                /* container format version of buf */
+    struct rtcr_image_frame *frames; /* every frame, in index order */
+    size_t n_frames;                 /* entries of frames */
+    struct rtcr_image_piece *pieces; /* the pieces of the frames, in frame order */
+    size_t n_pieces;                 /* entries of pieces */
+    size_t *ds_frame0;               /* index->dataspaces[i]'s frames are frames[ds_frame0[i] ..
+                                        ds_frame0[i + 1]) (n_dataspaces + 1 entries) */
     uint32_t max_frame;              /* largest uncompressed frame of the epoch */
 };
 
@@ -65,6 +91,11 @@ int rtcr_image__frame_decode(const uint8_t *src, uint32_t stored, uint8_t *dst, 
  * (NULL allocator). Used by the file writer. */
 int rtcr_image__peek_header(const void *buf, size_t len, rtcr_image_err_t *err,
                             RtcrImg__EpochHeader **ret_hdr);
+
+/* Write container format `version` (RTCR_IMAGE_VERSION_MIN .. RTCR_IMAGE_VERSION) instead of
+ * the current one; only before any page was added (for tests and older readers: version 1
+ * has a frame list per run, so frames never span runs). -EINVAL otherwise. */
+int rtcr_image__builder_set_version(rtcr_epoch_builder_t *b, uint16_t version);
 
 /* mark a builder's epoch as the compaction of epochs from..its number */
 void rtcr_image__builder_set_compacted(rtcr_epoch_builder_t *b, uint64_t from);

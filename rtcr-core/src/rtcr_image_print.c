@@ -197,7 +197,7 @@ void rtcr_epoch_print(const rtcr_epoch_t *e, FILE *out, bool verbose)
         fprintf(out, ", parent %" PRIu64, h->parent);
     if (h->compacted_from)
         fprintf(out, ", compacted from %" PRIu64, h->compacted_from);
-    fprintf(out, ", %zu bytes\n", e->len);
+    fprintf(out, ", %zu bytes, format version %u\n", e->len, e->version);
     fprintf(out,
             "  created %" PRIu64 ".%06" PRIu64 " on ECU '%s' (agent incarnation %" PRIu64
             "), tracking %s granularity %u\n",
@@ -238,25 +238,28 @@ void rtcr_epoch_print(const rtcr_epoch_t *e, FILE *out, bool verbose)
     fprintf(out, "pages (%zu dataspace(s), %zu data bytes):\n", idx->n_dataspaces, e->data_len);
     for (size_t i = 0; i < idx->n_dataspaces; i++) {
         const RtcrImg__DataspacePages *dp = idx->dataspaces[i];
+        size_t f0 = e->ds_frame0[i], f1 = e->ds_frame0[i + 1];
         uint64_t raw = 0, stored = 0;
-        for (size_t j = 0; j < dp->n_runs; j++)
-            for (size_t k = 0; k < dp->runs[j]->n_frame_size; k++) {
-                raw += dp->runs[j]->frame_size[k];
-                stored += dp->runs[j]->frame_stored[k];
-            }
-        fprintf(out, "  dataspace 0x%x: %zu run(s), %" PRIu64 " -> %" PRIu64 " bytes\n", dp->badge,
-                dp->n_runs, raw, stored);
+        for (size_t f = f0; f < f1; f++) {
+            raw += e->frames[f].size;
+            stored += e->frames[f].stored;
+        }
+        fprintf(out,
+                "  dataspace 0x%x: %zu run(s), %zu frame(s), %" PRIu64 " -> %" PRIu64 " bytes\n",
+                dp->badge, dp->n_runs, f1 - f0, raw, stored);
         for (size_t j = 0; j < dp->n_runs; j++) {
             const RtcrImg__PageRun *r = dp->runs[j];
-            fprintf(out, "    0x%08" PRIx64 "..0x%08" PRIx64 " %10" PRIu64 " bytes %s", r->offset,
+            fprintf(out, "    0x%08" PRIx64 "..0x%08" PRIx64 " %10" PRIu64 " bytes %s\n", r->offset,
                     r->offset + r->length, r->length, r->zero ? "zero" : "data");
-            if (!r->zero)
-                fprintf(out, ", %zu frame(s)", r->n_frame_size);
+        }
+        for (size_t f = f0; verbose && f < f1; f++) {
+            const struct rtcr_image_frame *fr = &e->frames[f];
+            const struct rtcr_image_piece *pc = &e->pieces[fr->first_piece];
+            fprintf(out, "    frame %zu: %u -> %u bytes%s hash %016" PRIx64 ", to", f - f0,
+                    fr->size, fr->stored, fr->stored == fr->size ? " (raw)" : "", fr->hash);
+            for (uint32_t k = 0; k < fr->n_pieces; k++)
+                fprintf(out, " 0x%08" PRIx64 "+%u", pc[k].ds_off, pc[k].len);
             fputc('\n', out);
-            for (size_t k = 0; verbose && k < r->n_frame_size; k++)
-                fprintf(out, "      frame %zu: %u -> %u bytes%s hash %016" PRIx64 "\n", k,
-                        r->frame_size[k], r->frame_stored[k],
-                        r->frame_stored[k] == r->frame_size[k] ? " (raw)" : "", r->frame_hash[k]);
         }
     }
 }

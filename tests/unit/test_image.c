@@ -22,6 +22,8 @@
 
 #include <rtcr/image.h>
 
+#include "../../rtcr-core/src/rtcr_image_int.h" /* rtcr_image__builder_set_version */
+
 /* ---- helpers ------------------------------------------------------------------------------ */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -39,6 +41,14 @@ static void fill_random(uint8_t *p, size_t n)
     for (size_t i = 0; i < n; i++)
         p[i] = (uint8_t)rnd();
 }
+
+/* How make_epoch hands pages to the builder: one rtcr_epoch_add_pages per run (format 2,
+ * frames inside runs), rtcr_epoch_add_runs per stretch of data runs of one dataspace (format
+ * 2, frames spanning runs) or one add_pages per run into format version 1. Tests of chains
+ * run once per mode. */
+enum build_mode { BUILD_PER_RUN, BUILD_SPANNING, BUILD_V1, BUILD_MODES };
+static enum build_mode build_mode = BUILD_PER_RUN;
+static enum build_mode all_modes[BUILD_MODES] = {BUILD_PER_RUN, BUILD_SPANNING, BUILD_V1};
 
 static const uint8_t build_a[] = {0xde, 0xad, 0xbe, 0xef, 0x01, 0x02, 0x03, 0x04};
 static const uint8_t build_b[] = {0xba, 0xad, 0xf0, 0x0d};
@@ -560,20 +570,22 @@ static void test_frames_split(void **state)
     assert_int_equal(rtcr_epoch_finish(b, NULL, &buf, &len), 0);
     assert_int_equal(rtcr_epoch_parse(buf, len, NULL, NULL, &e), 0);
 
+    /* format version 2: the frames are the dataspace's, the runs carry none */
     const RtcrImg__PageIndex *idx = rtcr_epoch_page_index(e);
     assert_int_equal(idx->n_dataspaces, 2);
-    const RtcrImg__PageRun *r1 = idx->dataspaces[0]->runs[0];
-    assert_int_equal(idx->dataspaces[0]->n_runs, 1);
-    assert_int_equal(r1->n_frame_size, 3);
-    assert_int_equal(r1->frame_size[0], 1u << 20);
-    assert_int_equal(r1->frame_size[1], 1u << 20);
-    assert_int_equal(r1->frame_size[2], 1);
-    assert_int_equal(r1->frame_stored[0], 1u << 20); /* random: stored raw */
-    const RtcrImg__PageRun *r2 = idx->dataspaces[1]->runs[0];
-    assert_int_equal(r2->n_frame_size, 4);
-    assert_int_equal(r2->frame_size[0], 8192);
-    assert_int_equal(r2->frame_size[3], 100);
-    assert_true(r2->frame_stored[0] < 8192); /* compressible: LZ4 */
+    const RtcrImg__DataspacePages *d1 = idx->dataspaces[0];
+    assert_int_equal(d1->n_runs, 1);
+    assert_int_equal(d1->runs[0]->n_frame_size, 0);
+    assert_int_equal(d1->n_frame_size, 3);
+    assert_int_equal(d1->frame_size[0], 1u << 20);
+    assert_int_equal(d1->frame_size[1], 1u << 20);
+    assert_int_equal(d1->frame_size[2], 1);
+    assert_int_equal(d1->frame_stored[0], 1u << 20); /* random: stored raw */
+    const RtcrImg__DataspacePages *d2 = idx->dataspaces[1];
+    assert_int_equal(d2->n_frame_size, 4);
+    assert_int_equal(d2->frame_size[0], 8192);
+    assert_int_equal(d2->frame_size[3], 100);
+    assert_true(d2->frame_stored[0] < 8192); /* compressible: LZ4 */
 
     /* a reader limit below the frame size refuses the epoch */
     rtcr_image_limits_t lim;
@@ -589,6 +601,311 @@ static void test_frames_split(void **state)
     free(buf);
     free(mem);
     free(f);
+}
+
+/* pieces handed out by rtcr_epoch_foreach_pages must ascend within a dataspace */
+struct order_check {
+    uint8_t *mem;   /* reconstruction of DS1 */
+    size_t size;    /* its size */
+    uint64_t next;  /* lowest offset allowed for the next call */
+    size_t calls;   /* data calls */
+};
+
+static int order_fn(void *opaque, uint32_t ds, uint64_t offset, const void *data, size_t len)
+{
+    struct order_check *c = opaque;
+
+    if (ds != DS1 || offset < c->next || offset + len > c->size)
+        return -ERANGE;
+    c->next = offset + len;
+    if (data) {
+        memcpy(c->mem + offset, data, len);
+        c->calls++;
+    } else {
+        memset(c->mem + offset, 0, len);
+    }
+    return 0;
+}
+
+#define SPAN_SZ (8u << 20) /* the dataspace of test_frames_span_runs */
+
+/* rtcr_image_materialize_into_mt destination: the one dataspace into the caller's buffer */
+static int zeroed_dst_fn(void *opaque, uint32_t badge, uint64_t size, void **ret_dst)
+{
+    if (badge != DS1 || size != SPAN_SZ)
+        return -EINVAL;
+    *ret_dst = opaque;
+    return 0;
+}
+
+/* Many scattered runs of odd lengths handed over together: the frames span the runs (a
+ * frame ends only at a zero stretch, at the frame size and at the end of the call), far
+ * fewer frames than runs; the pages read back exactly, in ascending order; materialising
+ * gives the same memory as per-run frames (format 2) and as format 1. */
+static void test_frames_span_runs(void **state)
+{
+    enum { SZ = SPAN_SZ, NR = 600, FRAME = 65536 };
+    static const uint64_t sizes[1] = {SZ};
+    struct fixture *f = malloc(sizeof(*f));
+    uint8_t *mem = calloc(1, SZ), *cat = malloc(SZ), *model = calloc(1, SZ), *back = malloc(SZ);
+    rtcr_epoch_run_t runs[NR];
+    size_t total = 0, data_runs = 0, len;
+    uint64_t pos = 0;
+    rtcr_image_err_t err;
+    (void)state;
+
+    assert_true(f && mem && cat && model && back);
+    fixture_init(f, 1, sizes);
+    for (size_t i = 0; i < NR; i++) {
+        uint64_t gap = (rnd() % 3) * 4096 + (rnd() % 2) * 100, rl = 1000 + rnd() % 6000;
+        pos += gap;
+        assert_true(pos + rl <= SZ);
+        runs[i] = (rtcr_epoch_run_t){.offset = pos, .len = rl};
+        switch (i % 7) {
+        case 0: /* all zero: a zero run that interrupts the frames */
+            break;
+        case 1:
+            fill_random(mem + pos, rl);
+            break;
+        default: /* compressible */
+            for (uint64_t k = 0; k < rl; k++)
+                mem[pos + k] = (uint8_t)("checkpoint"[k % 10] + i);
+        }
+        memcpy(cat + total, mem + pos, rl);
+        memcpy(model + pos, mem + pos, rl);
+        total += rl;
+        data_runs += i % 7 != 0;
+        pos += rl;
+    }
+    assert_true(pos < SZ);
+
+    for (enum build_mode m = 0; m < BUILD_MODES; m++) {
+        rtcr_epoch_info_t info = info_for("demo", 1, 0);
+        rtcr_epoch_builder_t *b = NULL;
+        rtcr_epoch_t *e = NULL;
+        void *buf;
+
+        assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+        assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+        assert_int_equal(rtcr_epoch_builder_set_frame_size(b, FRAME), 0);
+        if (m == BUILD_V1)
+            assert_int_equal(rtcr_image__builder_set_version(b, 1), 0);
+        if (m == BUILD_SPANNING) {
+            assert_int_equal(rtcr_epoch_add_runs(b, DS1, runs, NR, cat), 0);
+        } else {
+            for (size_t i = 0, at = 0; i < NR; at += runs[i].len, i++)
+                assert_int_equal(rtcr_epoch_add_pages(b, DS1, runs[i].offset, cat + at, runs[i].len),
+                                 0);
+        }
+        assert_int_equal(rtcr_image__builder_set_version(b, 1), -EINVAL); /* pages added */
+        if (rtcr_epoch_finish(b, &err, &buf, &len) != 0)
+            fail_msg("finish: %s", err.msg);
+        if (rtcr_epoch_parse_owned(&buf, len, NULL, &err, &e) != 0)
+            fail_msg("parse (mode %d): %s", m, err.msg);
+        assert_int_equal(e->version, m == BUILD_V1 ? 1 : 2);
+
+        /* the frame table */
+        const RtcrImg__EpochStats *st = rtcr_epoch_header(e)->stats;
+        size_t spanning = 0, mid = 0;
+        for (size_t k = 0; k < e->n_frames; k++) {
+            spanning += e->frames[k].n_pieces > 1;
+            for (uint32_t q = 0; q < e->frames[k].n_pieces; q++)
+                mid += e->pieces[e->frames[k].first_piece + q].frame_off != 0;
+        }
+        assert_int_equal(st->frames, e->n_frames);
+        if (m == BUILD_SPANNING) {
+            /* ~2 MB of data in 64 KiB frames, cut also at the ~86 zero runs */
+            assert_true(e->n_frames < data_runs / 3);
+            assert_true(spanning > 0 && mid > 0);
+        } else {
+            assert_true(e->n_frames >= data_runs);
+            assert_int_equal(spanning, 0);
+            assert_int_equal(mid, 0);
+        }
+
+        /* read back: ascending, exact, untouched elsewhere */
+        struct order_check oc = {.mem = back, .size = SZ};
+        memset(back, 0, SZ);
+        if (rtcr_epoch_foreach_pages(e, order_fn, &oc, &err) != 0)
+            fail_msg("foreach (mode %d): %s", m, err.msg);
+        assert_memory_equal(back, model, SZ);
+        assert_true(oc.calls > 0);
+
+        /* materialised with 1, 2, 3, 8 and automatic workers */
+        rtcr_image_t *img = rtcr_image_new("demo", NULL);
+        assert_int_equal(rtcr_image_add_epoch(img, &e, &err), 0);
+        for (size_t w = 0; w < 5; w++) {
+            static const unsigned workers[5] = {1, 2, 3, 8, 0};
+            memset(back, 0, SZ); /* destinations start zero-filled */
+            if (rtcr_image_materialize_into_mt(img, 1, workers[w], zeroed_dst_fn, back, &err) != 0)
+                fail_msg("materialize (mode %d, %u workers): %s", m, workers[w], err.msg);
+            assert_memory_equal(back, model, SZ);
+        }
+        rtcr_image_destroy(&img);
+        rtcr_epoch_builder_destroy(&b);
+    }
+
+    /* argument checks: descending, overlapping what the dataspace has, NULL runs, empty */
+    {
+        rtcr_epoch_info_t info = info_for("demo", 1, 0);
+        rtcr_epoch_builder_t *b = NULL;
+        rtcr_epoch_run_t bad[2] = {{8192, 100}, {4096, 100}};
+        rtcr_epoch_run_t ovl[2] = {{0, 5000}, {4096, 100}};
+        rtcr_epoch_run_t empty[2] = {{0, 0}, {4096, 0}};
+        rtcr_epoch_run_t ok[2] = {{65536, 100}, {65636, 100}};
+        rtcr_epoch_run_t before[1] = {{65000, 10}};
+        assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+        assert_int_equal(rtcr_epoch_add_runs(b, DS1, bad, 2, cat), -EINVAL);
+        assert_int_equal(rtcr_epoch_add_runs(b, DS1, ovl, 2, cat), -EINVAL);
+        assert_int_equal(rtcr_epoch_add_runs(b, DS1, NULL, 1, cat), -EINVAL);
+        assert_int_equal(rtcr_epoch_add_runs(b, DS1, ok, 2, NULL), -EINVAL);
+        assert_int_equal(rtcr_epoch_add_runs(b, 0, ok, 2, cat), -EINVAL);
+        assert_int_equal(rtcr_epoch_add_runs(b, DS1, empty, 2, NULL), 0);
+        assert_int_equal(rtcr_epoch_add_runs(b, DS1, ok, 2, cat), 0);
+        assert_int_equal(rtcr_epoch_add_runs(b, DS1, before, 1, cat), -EINVAL);
+        rtcr_epoch_builder_destroy(&b);
+    }
+    free(f);
+    free(mem);
+    free(cat);
+    free(model);
+    free(back);
+}
+
+/* Replace the PAGEMAP section (the writer puts it last) of the container in *pbuf by the
+ * PageIndex `idx`, fix the lengths and recompute every hash. */
+static void replace_index(uint8_t **pbuf, size_t *plen, const RtcrImg__PageIndex *idx)
+{
+    size_t mlen, moff = section_off(*pbuf, RTCR_IMAGE_SEC_PAGEMAP, &mlen);
+    size_t nlen = rtcr_img__page_index__get_packed_size(idx), total = moff + nlen;
+    uint8_t *nb = malloc(total);
+    uint32_t n = (*pbuf)[12];
+
+    assert_non_null(nb);
+    assert_int_equal(moff + mlen, *plen); /* last section */
+    memcpy(nb, *pbuf, moff);
+    rtcr_img__page_index__pack(idx, nb + moff);
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *e = nb + 32 + 32 * i;
+        if (e[0] == RTCR_IMAGE_SEC_PAGEMAP)
+            for (int k = 0; k < 8; k++)
+                e[16 + k] = (uint8_t)((uint64_t)nlen >> (8 * k));
+    }
+    for (int k = 0; k < 8; k++)
+        nb[16 + k] = (uint8_t)((uint64_t)total >> (8 * k));
+    rehash(nb, total);
+    free(*pbuf);
+    *pbuf = nb;
+    *plen = total;
+}
+
+/* Format 2 index rules behind the hashes: frames on the dataspace only, consistent lists,
+ * frames holding exactly the bytes of the data runs. */
+static void test_v2_index_rules(void **state)
+{
+    void *orig;
+    size_t olen;
+    rtcr_image_err_t err;
+    (void)state;
+
+    small_epoch(&orig, &olen);
+    for (int c = 0; c < 4; c++) {
+        size_t mlen, moff = section_off(orig, RTCR_IMAGE_SEC_PAGEMAP, &mlen), len = olen;
+        uint8_t *buf = malloc(olen);
+        RtcrImg__PageIndex *idx;
+        rtcr_epoch_t *e = NULL;
+        uint32_t extra[1] = {7};
+
+        assert_non_null(buf);
+        memcpy(buf, orig, olen);
+        idx = rtcr_img__page_index__unpack(NULL, mlen, buf + moff);
+        assert_non_null(idx);
+        RtcrImg__DataspacePages *dp = idx->dataspaces[0];
+        RtcrImg__PageRun *run0 = dp->runs[0];
+        uint32_t *saved = run0->frame_size;
+        size_t saved_n = run0->n_frame_size, saved_stored = dp->n_frame_stored;
+        const char *want = NULL;
+        switch (c) {
+        case 0: /* unchanged */
+            break;
+        case 1:
+            dp->frame_size[0] += 1;
+            want = "epoch 1: dataspace 0x1a4: frames hold 365 bytes, the data runs 364";
+            break;
+        case 2:
+            run0->frame_size = extra;
+            run0->n_frame_size = 1;
+            want = "epoch 1: run 0 of dataspace 0x1a4: inconsistent frame lists (format version 2)";
+            break;
+        default:
+            dp->n_frame_stored = dp->n_frame_size - 1;
+            want = "epoch 1: dataspace 0x1a4: inconsistent frame lists (format version 2)";
+        }
+        replace_index(&buf, &len, idx);
+        if (c == 1)
+            dp->frame_size[0] -= 1;
+        run0->frame_size = saved;
+        run0->n_frame_size = saved_n;
+        dp->n_frame_stored = saved_stored;
+        rtcr_img__page_index__free_unpacked(idx, NULL);
+        if (!want) {
+            assert_int_equal(rtcr_epoch_parse(buf, len, NULL, &err, &e), 0);
+            rtcr_epoch_destroy(&e);
+        } else {
+            assert_int_equal(rtcr_epoch_parse(buf, len, NULL, &err, &e), -EBADMSG);
+            assert_string_equal(err.msg, want);
+            assert_null(e);
+        }
+        free(buf);
+    }
+    free(orig);
+}
+
+/* Images written by the format 1 writer (the fuzzing seeds committed before format 2) still
+ * parse, read back and print; the truncated one is refused. Run from the source tree. */
+static void test_v1_files_still_read(void **state)
+{
+    static const char *const names[3] = {"tests/fuzz/corpus/image/v1-small-full.rtcr",
+                                         "tests/fuzz/corpus/image/v1-incremental.rtcr",
+                                         "tests/fuzz/corpus/image/v1-truncated.rtcr"};
+    (void)state;
+
+    for (int i = 0; i < 3; i++) {
+        FILE *fp = fopen(names[i], "rb");
+        uint8_t buf[8192];
+        size_t len;
+        rtcr_epoch_t *e = NULL;
+        rtcr_image_err_t err;
+        uint8_t back[65536];
+        struct collect c = {.mem = back, .size = sizeof(back), .ds = DS1};
+
+        if (!fp)
+            fail_msg("%s: %s (tests run from the source tree)", names[i], strerror(errno));
+        len = fread(buf, 1, sizeof(buf), fp);
+        fclose(fp);
+        assert_int_equal(buf[8], 1); /* format version 1 */
+        if (i == 2) {
+            assert_int_equal(rtcr_epoch_parse(buf, len, NULL, &err, &e), -EBADMSG);
+            continue;
+        }
+        if (rtcr_epoch_parse(buf, len, NULL, &err, &e) != 0)
+            fail_msg("%s: %s", names[i], err.msg);
+        assert_int_equal(e->version, 1);
+        assert_true(e->n_frames > 0);
+        memset(back, 0x55, sizeof(back));
+        assert_int_equal(rtcr_epoch_foreach_pages(e, collect_fn, &c, &err), 0);
+        assert_true(c.frames > 0);
+        char *text = NULL;
+        size_t tlen = 0;
+        FILE *mf = open_memstream(&text, &tlen);
+        assert_non_null(mf);
+        rtcr_epoch_print(e, mf, true);
+        fclose(mf);
+        assert_non_null(strstr(text, "format version 1"));
+        assert_non_null(strstr(text, "frame 0:"));
+        free(text);
+        rtcr_epoch_destroy(&e);
+    }
 }
 
 static void test_corrupt_every_byte(void **state)
@@ -667,11 +984,21 @@ static void test_magic_version(void **state)
     assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), -EBADMSG);
     assert_non_null(strstr(err.msg, "magic"));
     p[7] = '1';
-    p[8] = 2; /* version 2, hashes recomputed: still refused for the version */
+    assert_int_equal(p[8], RTCR_IMAGE_VERSION);
+    p[8] = RTCR_IMAGE_VERSION + 1; /* hashes recomputed: still refused for the version */
     rehash(p, len);
     assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), -EPROTO);
-    assert_non_null(strstr(err.msg, "version 2"));
+    assert_non_null(strstr(err.msg, "version 3, this reader supports 1 to 2"));
+    p[8] = 0;
+    rehash(p, len);
+    assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), -EPROTO);
+    /* a version 2 index under a version 1 label: frames where version 1 has none */
     p[8] = 1;
+    rehash(p, len);
+    assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), -EBADMSG);
+    assert_string_equal(err.msg,
+                        "epoch 1: dataspace 0x1a4: inconsistent frame lists (format version 1)");
+    p[8] = RTCR_IMAGE_VERSION;
     rehash(p, len);
     assert_int_equal(rtcr_epoch_parse(p, len, NULL, &err, &e), 0);
     rtcr_epoch_destroy(&e);
@@ -864,6 +1191,27 @@ struct run {
     bool zero;    /* add_zero instead of pages */
 };
 
+/* runs[i..) of one dataspace, all data, as one rtcr_epoch_add_runs call; returns the next i */
+static size_t add_spanning(rtcr_epoch_builder_t *b, uint32_t badge, uint8_t *mem,
+                           const struct run *runs, size_t n, size_t i)
+{
+    size_t j = i, total = 0, at = 0;
+    while (j < n && !runs[j].zero && runs[j].ds == runs[i].ds)
+        total += runs[j++].len;
+    uint8_t *cat = malloc(total);
+    rtcr_epoch_run_t *rr = calloc(j - i, sizeof(*rr));
+    assert_true(cat && rr);
+    for (size_t k = i; k < j; k++) {
+        memcpy(cat + at, mem + runs[k].off, runs[k].len);
+        rr[k - i] = (rtcr_epoch_run_t){.offset = runs[k].off, .len = runs[k].len};
+        at += runs[k].len;
+    }
+    assert_int_equal(rtcr_epoch_add_runs(b, badge, rr, j - i, cat), 0);
+    free(cat);
+    free(rr);
+    return j;
+}
+
 static rtcr_epoch_t *make_epoch(const char *t, uint64_t num, uint64_t parent, size_t n_ds,
                                 const uint64_t *sizes, uint8_t *const *mem, const struct run *runs,
                                 size_t n_runs, const uint8_t *bid)
@@ -885,13 +1233,20 @@ static rtcr_epoch_t *make_epoch(const char *t, uint64_t num, uint64_t parent, si
     fixture_init(f, n_ds, sizes);
     assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
     assert_int_equal(rtcr_epoch_builder_set_frame_size(b, 8192), 0);
-    for (size_t i = 0; i < n_runs; i++) {
+    if (build_mode == BUILD_V1)
+        assert_int_equal(rtcr_image__builder_set_version(b, 1), 0);
+    for (size_t i = 0; i < n_runs;) {
         const struct run *r = &runs[i];
-        if (r->zero)
+        if (r->zero) {
             assert_int_equal(rtcr_epoch_add_zero(b, badges[r->ds], r->off, r->len), 0);
-        else
+            i++;
+        } else if (build_mode == BUILD_SPANNING) {
+            i = add_spanning(b, badges[r->ds], mem[r->ds], runs, n_runs, i);
+        } else {
             assert_int_equal(
                 rtcr_epoch_add_pages(b, badges[r->ds], r->off, mem[r->ds] + r->off, r->len), 0);
+            i++;
+        }
     }
     assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
     if (rtcr_epoch_finish(b, &err, &buf, &len) != 0)
@@ -1239,7 +1594,8 @@ static void test_compaction_equivalence(void **state)
     const rtcr_epoch_t *full = NULL;
     rtcr_image_err_t err;
     size_t before, after;
-    (void)state;
+
+    build_mode = *state ? *(enum build_mode *)*state : BUILD_PER_RUN;
 
     chain_build(c, 100);
     assert_int_equal(rtcr_image_check(c->img, &err), 0);
@@ -1280,6 +1636,7 @@ static void test_compaction_equivalence(void **state)
 
     chain_free(c, 100);
     free(c);
+    build_mode = BUILD_PER_RUN;
 }
 
 /* ---- files -------------------------------------------------------------------------------- */
@@ -1568,7 +1925,8 @@ static void test_materialize_parallel_equals_serial(void **state)
     static const uint32_t badges[NDS] = {DS1, DS2, DS3};
     struct chain *c = calloc(1, sizeof(*c));
     rtcr_image_err_t err;
-    (void)state;
+
+    build_mode = *state ? *(enum build_mode *)*state : BUILD_PER_RUN;
 
     assert_non_null(c);
     chain_build(c, 100);
@@ -1599,6 +1957,7 @@ static void test_materialize_parallel_equals_serial(void **state)
     }
     chain_free(c, 100);
     free(c);
+    build_mode = BUILD_PER_RUN;
 }
 
 /* Epoch `num` of DS1 (64 KiB of random data, 8 KiB frames stored raw) with `n` runs, with
@@ -1750,6 +2109,9 @@ int main(void)
         cmocka_unit_test(test_roundtrip_all_kinds),
         cmocka_unit_test(test_pages_random_and_zero),
         cmocka_unit_test(test_frames_split),
+        cmocka_unit_test(test_frames_span_runs),
+        cmocka_unit_test(test_v2_index_rules),
+        cmocka_unit_test(test_v1_files_still_read),
         cmocka_unit_test(test_corrupt_every_byte),
         cmocka_unit_test(test_truncated_every_length),
         cmocka_unit_test(test_magic_version),
@@ -1759,10 +2121,16 @@ int main(void)
         cmocka_unit_test(test_interleaved_and_reserve),
         cmocka_unit_test(test_chain_validation),
         cmocka_unit_test(test_materialize_lifetime),
-        cmocka_unit_test(test_compaction_equivalence),
+        cmocka_unit_test_prestate(test_compaction_equivalence, &all_modes[BUILD_PER_RUN]),
+        cmocka_unit_test_prestate(test_compaction_equivalence, &all_modes[BUILD_SPANNING]),
+        cmocka_unit_test_prestate(test_compaction_equivalence, &all_modes[BUILD_V1]),
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_write_seeds),
-        cmocka_unit_test(test_materialize_parallel_equals_serial),
+        cmocka_unit_test_prestate(test_materialize_parallel_equals_serial,
+                                  &all_modes[BUILD_PER_RUN]),
+        cmocka_unit_test_prestate(test_materialize_parallel_equals_serial,
+                                  &all_modes[BUILD_SPANNING]),
+        cmocka_unit_test_prestate(test_materialize_parallel_equals_serial, &all_modes[BUILD_V1]),
         cmocka_unit_test(test_materialize_parallel_corrupt),
     };
 

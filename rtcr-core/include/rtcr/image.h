@@ -48,7 +48,8 @@
 
 #define RTCR_IMAGE_MAGIC        "RTCRIMG1" /* 8 bytes, no NUL in the image */
 #define RTCR_IMAGE_MAGIC_LEN    8
-#define RTCR_IMAGE_VERSION      1u         /* container format version written and read */
+#define RTCR_IMAGE_VERSION      2u         /* container format version written (and read) */
+#define RTCR_IMAGE_VERSION_MIN  1u         /* oldest container format version still read */
 #define RTCR_IMAGE_FIXED_HDR    32u        /* bytes of the fixed header */
 #define RTCR_IMAGE_SECTION_ENT  32u        /* bytes of one section table entry */
 #define RTCR_IMAGE_MAX_SECTIONS 16u        /* section table entries at most */
@@ -153,16 +154,35 @@ int rtcr_epoch_builder_set_metadata(rtcr_epoch_builder_t *b, const RtcrImg__Stor
 int rtcr_epoch_builder_set_metadata_blob(rtcr_epoch_builder_t *b, const void *buf, size_t len);
 
 /* Store `len` bytes of dataspace `ds_badge` at `offset`: split into 4 KiB units (relative to
- * `offset`), all-zero units become zero runs, the rest is hashed and compressed into frames
- * of at most the frame size. `data` is only read during the call. A run that continues the
- * previous run of the same dataspace and kind is extended. Runs of one dataspace must be
- * added in ascending order without overlap (the order dataspaces are interleaved is free).
- * len == 0 does nothing. The badge must be a dataspace of the metadata when finishing.
+ * `offset`), all-zero units become zero runs, the rest becomes data runs whose bytes are
+ * hashed and compressed into frames of at most the frame size. `data` is only read during the
+ * call. A run that continues the previous run of the same dataspace and kind is extended.
+ * Runs of one dataspace must be added in ascending order without overlap (the order
+ * dataspaces are interleaved is free). len == 0 does nothing. The badge must be a dataspace
+ * of the metadata when finishing. Frames do not span calls: to let frames span many small
+ * runs, hand them over together with rtcr_epoch_add_runs.
  * -EINVAL: badge 0, NULL data, overlap/descending offset, offset + len overflows or exceeds
  * RTCR_IMAGE_MAX_DATASPACE, builder already finished; -E2BIG: too many frames or bytes;
  * -ENOMEM. On failure the builder is unchanged. */
 int rtcr_epoch_add_pages(rtcr_epoch_builder_t *b, uint32_t ds_badge, uint64_t offset,
                          const void *data, size_t len);
+
+/* one run of rtcr_epoch_add_runs */
+typedef struct rtcr_epoch_run {
+    uint64_t offset; /* byte offset in the dataspace */
+    size_t len;      /* bytes (0: skipped) */
+} rtcr_epoch_run_t;
+
+/* Store `n` runs of dataspace `ds_badge` whose bytes lie back to back in `data` (run i's
+ * bytes follow run i-1's), as rtcr_epoch_add_pages would one by one, except that the frames
+ * span the runs: the non-zero bytes are cut into frames of the frame size over their
+ * concatenation, so many scattered small runs (dirty pages) compress as a few large frames.
+ * A frame ends early only where the data has a zero stretch or at the end of the call. Runs
+ * must ascend without overlap, also against runs added before. `data` is only read during the
+ * call. Errors as rtcr_epoch_add_pages (-EINVAL also for runs == NULL with n > 0, descending
+ * or overlapping runs); on failure the builder is unchanged. */
+int rtcr_epoch_add_runs(rtcr_epoch_builder_t *b, uint32_t ds_badge, const rtcr_epoch_run_t *runs,
+                        size_t n, const void *data);
 
 /* Record that `len` bytes at `offset` of `ds_badge` are zero (no payload), e.g. a range the
  * target discarded. Same rules and errors as rtcr_epoch_add_pages. */
@@ -226,9 +246,12 @@ const void *rtcr_epoch_metadata_blob(const rtcr_epoch_t *e, size_t *ret_len);
 typedef int (*rtcr_image_page_fn)(void *opaque, uint32_t ds_badge, uint64_t offset,
                                   const void *data, size_t len);
 
-/* Call `fn` for every run of the epoch, dataspaces in index order, runs ascending, each
- * frame decompressed and hash-checked first. Returns 0, fn's negative value, -EBADMSG (a frame
- * fails to decompress or its hash mismatches; err names it) or -ENOMEM. */
+/* Call `fn` for every zero run and every piece of data of the epoch, dataspaces in index
+ * order, offsets ascending within a dataspace (zero runs with data NULL). A piece is the part
+ * of one frame that falls into one data run, so a run longer than a frame comes in several
+ * calls. Each frame is decompressed and hash-checked before its pieces are handed out.
+ * Returns 0, fn's negative value, -EBADMSG (a frame fails to decompress or its hash
+ * mismatches; err names it) or -ENOMEM. */
 int rtcr_epoch_foreach_pages(const rtcr_epoch_t *e, rtcr_image_page_fn fn, void *opaque,
                              rtcr_image_err_t *err);
 
