@@ -16,9 +16,23 @@
  * users, and an mm never comes back to life, so "alive after the scan" means "alive during it".
  *
  * Collect works in two phases: phase 1 finds all dirty units of all ranges (scanning and
- * re-arming, or hashing) into a run list; phase 2 calls the callback per run. Any failure sets
+ * re-arming, or hashing) into a run list, on one or two threads; phase 2 calls the callback per
+ * run, on the caller's thread. Any failure sets
  * every range's `full` flag, so the next successful collect reports everything: a failed epoch
  * never loses a write.
+ *
+ * Two threads (docs/dirty-tracking.md, "Two threads in the freeze"): a collect over at least
+ * par_scan_pages pages cuts the ranges into 16 MiB slices (unit aligned, never across ranges);
+ * the caller and the tracker's helper thread claim them in ascending order from one atomic
+ * counter, each appending runs tagged with their slice to its own list, so each list is in
+ * slice order and every slice is in exactly one list. Merging the two by slice and joining runs
+ * that meet at a slice boundary gives exactly the serial run list. A copy (copy_begin/_finish)
+ * is cut into 128 KiB pieces claimed the same way; pieces are disjoint, so the bytes land as a
+ * serial memcpy would put them. The helper is created once (first use), sleeps on a condition
+ * variable between freezes and is joined at destroy. A job the helper has not started when the
+ * caller runs out of work is taken back (claim word), so the caller never waits for a helper the
+ * scheduler has not run yet; waits and the helper's short linger after a scan spin with
+ * sched_yield so that two threads sharing one CPU do not block each other.
  *
  * Invariants: ranges are sorted by address and never overlap; every range's addr and len are
  * page aligned; units are counted from each range's start.
@@ -29,6 +43,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -117,6 +133,77 @@ struct dirty_run {
     size_t range; /* index into ranges */
     size_t u0;    /* first unit */
     size_t u1;    /* one past the last unit */
+    size_t slice; /* the slice whose scan found it (orders the runs of a parallel scan) */
+};
+
+/* a list of runs */
+struct run_list {
+    struct dirty_run *v; /* runs in ascending (range, unit) order */
+    size_t n;            /* used */
+    size_t cap;          /* allocated */
+};
+
+/* A piece of the scan: units [u0, u1) of one range. A serial collect has one slice per range;
+ * a parallel one cuts ranges into slices of PAR_SLICE_BYTES that the two threads claim in
+ * ascending order. */
+struct slice {
+    size_t range; /* index into ranges */
+    size_t u0;    /* first unit */
+    size_t u1;    /* one past the last unit */
+};
+
+/* What one thread of a collect found. */
+struct part {
+    struct run_list runs;    /* runs of the slices this thread claimed, in slice order */
+    struct page_region *vec; /* PAGEMAP_SCAN output, RTCR_DIRTY_SCAN_VEC entries */
+    uint64_t scan_calls;     /* ioctls issued */
+    int err;                 /* first error (0: none) */
+    size_t err_slice;        /* slice of err */
+};
+
+/* a cut in a copy job: byte off of segment seg */
+struct cut {
+    size_t seg; /* segment index (n: the end) */
+    size_t off; /* byte offset in it */
+};
+
+enum job_kind { JOB_NONE, JOB_SCAN, JOB_COPY, JOB_QUIT };
+
+/* The helper thread: persistent per tracker, created on the first collect or copy that is large
+ * enough to split, joined by rtcr_dirty_destroy(). Jobs are handed over with a sequence number;
+ * the helper spins briefly after a scan (the copy of the same freeze follows within
+ * microseconds) and otherwise sleeps on a condition variable. A job is claimed by whoever gets
+ * it first (claim: seq << 2 | CLAIM_*): the helper takes it to run it, the poster takes it back
+ * when it has done all the work itself before the helper started (the scheduler may wake the
+ * helper on the poster's own CPU), so the poster never waits for a helper that has not begun. */
+enum { CLAIM_POSTED = 1, CLAIM_RUNNING = 2, CLAIM_CANCELLED = 3 };
+struct helper {
+    pthread_t thread;    /* the thread, valid while started */
+    bool started;        /* thread running */
+    bool failed;         /* pthread_create failed once: stay serial */
+    pthread_mutex_t mu;  /* protects the fields below (posted/done also read atomically) */
+    pthread_cond_t wake; /* signalled when a job is posted and the helper sleeps */
+    pthread_cond_t idle; /* signalled when a job is done and the poster sleeps */
+    uint64_t posted;     /* jobs posted */
+    uint64_t done;       /* jobs finished */
+    enum job_kind kind;  /* kind of the newest job */
+    uint64_t claim;      /* seq << 2 | CLAIM_* of the newest job (atomic) */
+    bool sleeping;       /* the helper waits on wake */
+    bool waiting;        /* the poster waits on idle */
+    bool linger;         /* a copy may follow the scan: spin for it (atomic; cleared by
+                            rtcr_dirty_copy_begin) */
+};
+
+/* the copy in progress (rtcr_dirty_copy_begin .. _finish) */
+struct copy_job {
+    const rtcr_dirty_copy_t *v; /* segments, borrowed from the caller */
+    size_t n;                   /* segments */
+    struct cut *cuts;           /* piece k is [cuts[k], cuts[k+1]) */
+    size_t cap_cuts;            /* allocated cuts */
+    size_t n_pieces;            /* pieces */
+    size_t next;                /* next piece to claim (atomic) */
+    bool active;                /* begun and not finished */
+    bool parallel;              /* the helper works on it */
 };
 
 struct rtcr_dirty {
@@ -130,10 +217,20 @@ struct rtcr_dirty {
     struct dirty_range *ranges; /* sorted by addr, n_ranges used */
     size_t n_ranges;            /* ranges tracked */
     size_t cap_ranges;          /* allocated entries in ranges */
-    struct dirty_run *runs;     /* phase-1 output of the collect in progress */
-    size_t n_runs;              /* runs used */
-    size_t cap_runs;            /* allocated entries in runs */
-    struct page_region *vec;    /* PAGEMAP_SCAN output, RTCR_DIRTY_SCAN_VEC entries */
+    struct slice *slices;       /* the slices of the collect in progress */
+    size_t n_slices;            /* slices used */
+    size_t cap_slices;          /* allocated slices */
+    size_t next_slice;          /* next slice to claim (atomic) */
+    bool scan_abort;            /* a thread failed: claim no more slices (atomic) */
+    struct part parts[2];       /* [0] the caller's, [1] the helper's */
+    struct run_list merged;     /* parts merged after a parallel scan */
+    const struct run_list *out; /* phase-1 output: parts[0].runs or merged */
+    size_t par_scan_pages;      /* scan with two threads from this many tracked pages */
+    size_t par_copy_bytes;      /* copy with two threads from this many bytes */
+    bool par_deal;              /* RTCR_DIRTY_PAR_DEAL: work is dealt alternately, not claimed */
+    bool parallel_now;          /* the collect in progress scans on both threads */
+    struct helper h;            /* the helper thread */
+    struct copy_job copy;       /* the copy in progress */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------- */
@@ -389,6 +486,11 @@ int rtcr_dirty_new(rtcr_dirty_mode_t mode, pid_t pid, int uffd, size_t granulari
     t->page_size = pg;
     t->gran = granularity;
     t->gran_shift = (unsigned)__builtin_ctzll(granularity);
+    t->par_scan_pages = RTCR_DIRTY_PAR_SCAN_PAGES;
+    t->par_copy_bytes = RTCR_DIRTY_PAR_COPY_BYTES;
+    pthread_mutex_init(&t->h.mu, NULL);
+    pthread_cond_init(&t->h.wake, NULL);
+    pthread_cond_init(&t->h.idle, NULL);
 
     if (mode == RTCR_DIRTY_UFFD_WP) {
         r = open_pagemap(pid, &t->pagemap_fd);
@@ -398,10 +500,12 @@ int rtcr_dirty_new(rtcr_dirty_mode_t mode, pid_t pid, int uffd, size_t granulari
         r = mm_alive(t->pagemap_fd, 0, pg);
         if (r < 0)
             goto fail;
-        t->vec = calloc(RTCR_DIRTY_SCAN_VEC, sizeof(*t->vec));
-        if (!t->vec) {
-            r = -ENOMEM;
-            goto fail;
+        for (int i = 0; i < 2; i++) {
+            t->parts[i].vec = calloc(RTCR_DIRTY_SCAN_VEC, sizeof(*t->parts[i].vec));
+            if (!t->parts[i].vec) {
+                r = -ENOMEM;
+                goto fail;
+            }
         }
         t->uffd = fcntl(uffd, F_DUPFD_CLOEXEC, 3);
         if (t->uffd < 0) {
@@ -421,6 +525,8 @@ fail:
     return r;
 }
 
+static void helper_stop(rtcr_dirty_t *t);
+
 static void range_release(rtcr_dirty_t *t, struct dirty_range *rg)
 {
     if (t->mode == RTCR_DIRTY_UFFD_WP && t->uffd >= 0) {
@@ -438,11 +544,22 @@ void rtcr_dirty_destroy(rtcr_dirty_t **p)
     rtcr_dirty_t *t = *p;
     for (size_t i = 0; i < t->n_ranges; i++)
         range_release(t, &t->ranges[i]);
+    if (t->copy.active)
+        rtcr_dirty_copy_finish(t);
+    helper_stop(t);
     close_fd(&t->uffd);
     close_fd(&t->pagemap_fd);
     free(t->ranges);
-    free(t->runs);
-    free(t->vec);
+    free(t->slices);
+    for (int i = 0; i < 2; i++) {
+        free(t->parts[i].runs.v);
+        free(t->parts[i].vec);
+    }
+    free(t->merged.v);
+    free(t->copy.cuts);
+    pthread_cond_destroy(&t->h.idle);
+    pthread_cond_destroy(&t->h.wake);
+    pthread_mutex_destroy(&t->h.mu);
     free(t);
     *p = NULL;
 }
@@ -597,43 +714,189 @@ int rtcr_dirty_remove_range(rtcr_dirty_t *t, uintptr_t target_addr)
     return 0;
 }
 
+/* ---- the helper thread --------------------------------------------------------------------- */
+
+/* how long the helper spins for the next job after a scan (the copy of the same freeze follows
+ * right after the callbacks), and how long a poster spins for a job to finish before sleeping */
+#define HELPER_SPIN_USEC 150u
+#define POSTER_SPIN_USEC 200u
+/* bytes per slice of a parallel scan (a multiple of every page size; at least one unit) */
+#define PAR_SLICE_BYTES ((size_t)16 << 20)
+/* bytes per piece of a parallel copy */
+#define PAR_PIECE_BYTES ((size_t)128 << 10)
+
+/* One step of a bounded spin. It yields rather than pauses: on a loaded machine the scheduler
+ * may put the helper on the spinner's CPU, and a spinner that kept the CPU would then wait for
+ * a thread it keeps from running (measured: +200 us per freeze). With nothing else runnable
+ * here, sched_yield returns at once. */
+static void spin_step(void)
+{
+    sched_yield();
+}
+
+static void scan_slices(rtcr_dirty_t *t, struct part *pt, unsigned who);
+static void copy_pieces(rtcr_dirty_t *t, unsigned who);
+
+static void *helper_main(void *p)
+{
+    rtcr_dirty_t *t = p;
+    struct helper *h = &t->h;
+    uint64_t seen = 0;
+    bool spin = false;
+    for (;;) {
+        if (spin) {
+            uint64_t until = now_usec() + HELPER_SPIN_USEC;
+            while (__atomic_load_n(&h->posted, __ATOMIC_ACQUIRE) == seen &&
+                   __atomic_load_n(&h->linger, __ATOMIC_ACQUIRE) && now_usec() < until)
+                spin_step();
+        }
+        pthread_mutex_lock(&h->mu);
+        while (h->posted == seen) {
+            h->sleeping = true;
+            pthread_cond_wait(&h->wake, &h->mu);
+            h->sleeping = false;
+        }
+        seen = h->posted;
+        enum job_kind kind = h->kind;
+        pthread_mutex_unlock(&h->mu);
+        if (kind == JOB_QUIT)
+            return NULL;
+        uint64_t want = seen << 2 | CLAIM_POSTED;
+        bool ran = __atomic_compare_exchange_n(&h->claim, &want, seen << 2 | CLAIM_RUNNING, false,
+                                               __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        if (ran && kind == JOB_SCAN)
+            scan_slices(t, &t->parts[1], 1);
+        else if (ran && kind == JOB_COPY)
+            copy_pieces(t, 1);
+        /* spin for the copy only after a scan that ran beside the poster: a helper that got no
+         * CPU in time shares the poster's and must not spin there */
+        spin = ran && kind == JOB_SCAN;
+        pthread_mutex_lock(&h->mu);
+        __atomic_store_n(&h->done, seen, __ATOMIC_RELEASE);
+        if (h->waiting)
+            pthread_cond_signal(&h->idle);
+        pthread_mutex_unlock(&h->mu);
+    }
+}
+
+/* Start the helper unless it runs already; false if it cannot (then the caller stays serial). */
+static bool helper_ready(rtcr_dirty_t *t)
+{
+    struct helper *h = &t->h;
+    if (h->started)
+        return true;
+    if (h->failed)
+        return false;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the helper takes no signals */
+    int r = pthread_create(&h->thread, NULL, helper_main, t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r != 0) {
+        h->failed = true;
+        return false;
+    }
+    pthread_setname_np(h->thread, "rtcr-dirty");
+    h->started = true;
+    return true;
+}
+
+static void helper_post(rtcr_dirty_t *t, enum job_kind kind)
+{
+    struct helper *h = &t->h;
+    pthread_mutex_lock(&h->mu);
+    h->kind = kind;
+    __atomic_store_n(&h->claim, (h->posted + 1) << 2 | CLAIM_POSTED, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->posted, h->posted + 1, __ATOMIC_RELEASE);
+    if (h->sleeping)
+        pthread_cond_signal(&h->wake);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Called when the poster has run out of work: take the job back if the helper has not started
+ * it, otherwise wait until the helper finished it. */
+static void helper_wait(rtcr_dirty_t *t)
+{
+    struct helper *h = &t->h;
+    uint64_t want = h->posted; /* only the posting thread writes posted */
+    uint64_t posted = want << 2 | CLAIM_POSTED;
+    if (!t->par_deal && __atomic_compare_exchange_n(&h->claim, &posted, want << 2 | CLAIM_CANCELLED,
+                                                    false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return; /* never started: nothing of it will run */
+    uint64_t until = now_usec() + POSTER_SPIN_USEC;
+    while (__atomic_load_n(&h->done, __ATOMIC_ACQUIRE) != want && now_usec() < until)
+        spin_step();
+    pthread_mutex_lock(&h->mu);
+    while (h->done != want) {
+        h->waiting = true;
+        pthread_cond_wait(&h->idle, &h->mu);
+        h->waiting = false;
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void helper_stop(rtcr_dirty_t *t)
+{
+    if (!t->h.started)
+        return;
+    helper_post(t, JOB_QUIT);
+    pthread_join(t->h.thread, NULL);
+    t->h.started = false;
+}
+
+int rtcr_dirty_set_parallel(rtcr_dirty_t *t, size_t scan_min_pages, size_t copy_min_bytes,
+                            unsigned flags)
+{
+    if (!t || t->copy.active || (flags & ~RTCR_DIRTY_PAR_DEAL))
+        return -EINVAL;
+    t->par_scan_pages = scan_min_pages;
+    t->par_copy_bytes = copy_min_bytes;
+    t->par_deal = (flags & RTCR_DIRTY_PAR_DEAL) != 0;
+    return 0;
+}
+
 /* ---- collect, phase 1: find dirty runs ----------------------------------------------------- */
 
-/* Append units [u0, u1) of range ri to the run list, merging with the last run when adjacent
- * or overlapping (scan regions arrive in ascending order per range). */
-static int run_add(rtcr_dirty_t *t, size_t ri, size_t u0, size_t u1)
+/* Append units [u0, u1) of range ri, found in slice si, to a run list, merging with the last run
+ * when adjacent or overlapping (regions arrive in ascending order per range). */
+static int run_add(struct run_list *l, size_t ri, size_t u0, size_t u1, size_t si)
 {
-    if (t->n_runs) {
-        struct dirty_run *last = &t->runs[t->n_runs - 1];
+    if (l->n) {
+        struct dirty_run *last = &l->v[l->n - 1];
         if (last->range == ri && u0 <= last->u1) {
             if (u1 > last->u1)
                 last->u1 = u1;
             return 0;
         }
     }
-    if (t->n_runs == t->cap_runs) {
-        size_t cap = t->cap_runs ? 2 * t->cap_runs : 64;
-        struct dirty_run *nr = realloc(t->runs, cap * sizeof(*nr));
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        struct dirty_run *nr = realloc(l->v, cap * sizeof(*nr));
         if (!nr)
             return -ENOMEM;
-        t->runs = nr;
-        t->cap_runs = cap;
+        l->v = nr;
+        l->cap = cap;
     }
-    t->runs[t->n_runs++] = (struct dirty_run){.range = ri, .u0 = u0, .u1 = u1};
+    l->v[l->n++] = (struct dirty_run){.range = ri, .u0 = u0, .u1 = u1, .slice = si};
     return 0;
 }
 
-/* UFFD_WP: walk range ri with PAGEMAP_SCAN, re-protecting written pages; record them as runs
+/* UFFD_WP: walk slice si with PAGEMAP_SCAN, re-protecting written pages; record them as runs
  * unless record is false (a range reported whole anyway). Loops while the vector fills. */
-static int scan_uffd(rtcr_dirty_t *t, size_t ri, bool record, rtcr_dirty_stats_t *st)
+static int scan_uffd(rtcr_dirty_t *t, size_t si, bool record, struct part *pt)
 {
-    const struct dirty_range *rg = &t->ranges[ri];
+    const struct slice *sl = &t->slices[si];
+    const struct dirty_range *rg = &t->ranges[sl->range];
+    uintptr_t start = rg->addr + (sl->u0 << t->gran_shift);
+    uintptr_t end = rg->addr + (sl->u1 << t->gran_shift);
+    if (end > rg->addr + rg->len)
+        end = rg->addr + rg->len;
     struct pm_scan_arg arg = {
         .size = sizeof(arg),
         .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-        .start = rg->addr,
-        .end = rg->addr + rg->len,
-        .vec = (uintptr_t)t->vec,
+        .start = start,
+        .end = end,
+        .vec = (uintptr_t)pt->vec,
         .vec_len = RTCR_DIRTY_SCAN_VEC,
         .category_mask = PAGE_IS_WRITTEN,
         .return_mask = PAGE_IS_WRITTEN,
@@ -641,18 +904,18 @@ static int scan_uffd(rtcr_dirty_t *t, size_t ri, bool record, rtcr_dirty_stats_t
     for (;;) {
         arg.walk_end = 0;
         long n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg);
-        st->scan_calls++;
+        pt->scan_calls++;
         if (n < 0)
             return -errno;
         if (n > RTCR_DIRTY_SCAN_VEC || arg.walk_end <= arg.start || arg.walk_end > arg.end)
             return -EPROTO;
         for (long i = 0; i < n && record; i++) {
-            const struct page_region *v = &t->vec[i];
-            if (v->start < rg->addr || v->end > rg->addr + rg->len || v->start >= v->end)
+            const struct page_region *v = &pt->vec[i];
+            if (v->start < start || v->end > end || v->start >= v->end)
                 return -EPROTO;
             size_t u0 = (size_t)(v->start - rg->addr) >> t->gran_shift;
             size_t u1 = (size_t)(v->end - rg->addr + t->gran - 1) >> t->gran_shift;
-            int r = run_add(t, ri, u0, u1);
+            int r = run_add(&pt->runs, sl->range, u0, u1, si);
             if (r < 0)
                 return r;
         }
@@ -662,16 +925,17 @@ static int scan_uffd(rtcr_dirty_t *t, size_t ri, bool record, rtcr_dirty_stats_t
     }
 }
 
-/* HASH: re-hash every unit of range ri, record changed ones, keep the new hashes */
-static int scan_hash(rtcr_dirty_t *t, size_t ri, bool record)
+/* HASH: re-hash every unit of slice si, record changed ones, keep the new hashes */
+static int scan_hash(rtcr_dirty_t *t, size_t si, bool record, struct part *pt)
 {
-    struct dirty_range *rg = &t->ranges[ri];
-    for (size_t u = 0; u < rg->n_units; u++) {
+    const struct slice *sl = &t->slices[si];
+    struct dirty_range *rg = &t->ranges[sl->range];
+    for (size_t u = sl->u0; u < sl->u1; u++) {
         size_t off = u << t->gran_shift;
         size_t n = rg->len - off < t->gran ? rg->len - off : t->gran;
         uint64_t h = XXH3_64bits(rg->view + off, n);
         if (h != rg->hashes[u] && record) {
-            int r = run_add(t, ri, u, u + 1);
+            int r = run_add(&pt->runs, sl->range, u, u + 1, si);
             if (r < 0)
                 return r;
         }
@@ -680,22 +944,137 @@ static int scan_hash(rtcr_dirty_t *t, size_t ri, bool record)
     return 0;
 }
 
-static int find_dirty(rtcr_dirty_t *t, rtcr_dirty_stats_t *st)
+static int scan_slice(rtcr_dirty_t *t, size_t si, struct part *pt)
 {
+    const struct slice *sl = &t->slices[si];
+    bool whole = t->ranges[sl->range].full || t->mode == RTCR_DIRTY_FULL;
     int r = 0;
-    t->n_runs = 0;
+    if (t->mode == RTCR_DIRTY_UFFD_WP)
+        r = scan_uffd(t, si, !whole, pt);
+    else if (t->mode == RTCR_DIRTY_HASH)
+        r = scan_hash(t, si, !whole, pt);
+    if (r >= 0 && whole)
+        r = run_add(&pt->runs, sl->range, sl->u0, sl->u1, si);
+    return r;
+}
+
+/* Claim slices in ascending order until none is left (or another thread failed); record what
+ * they hold in pt. Runs on the caller and, in a parallel collect, on the helper. */
+static void scan_slices(rtcr_dirty_t *t, struct part *pt, unsigned who)
+{
+    for (size_t dealt = who;; dealt += 2) {
+        if (__atomic_load_n(&t->scan_abort, __ATOMIC_ACQUIRE))
+            return;
+        size_t si = t->par_deal && t->parallel_now
+                        ? dealt
+                        : __atomic_fetch_add(&t->next_slice, 1, __ATOMIC_RELAXED);
+        if (si >= t->n_slices)
+            return;
+        int r = scan_slice(t, si, pt);
+        if (r < 0) {
+            pt->err = r;
+            pt->err_slice = si;
+            __atomic_store_n(&t->scan_abort, true, __ATOMIC_RELEASE);
+            return;
+        }
+    }
+}
+
+static int slice_add(rtcr_dirty_t *t, size_t ri, size_t u0, size_t u1)
+{
+    if (t->n_slices == t->cap_slices) {
+        size_t cap = t->cap_slices ? 2 * t->cap_slices : 64;
+        struct slice *ns = realloc(t->slices, cap * sizeof(*ns));
+        if (!ns)
+            return -ENOMEM;
+        t->slices = ns;
+        t->cap_slices = cap;
+    }
+    t->slices[t->n_slices++] = (struct slice){.range = ri, .u0 = u0, .u1 = u1};
+    return 0;
+}
+
+/* Cut the ranges into slices: one per range (serial), or PAR_SLICE_BYTES each (parallel). */
+static int make_slices(rtcr_dirty_t *t, bool parallel)
+{
+    size_t per = parallel && PAR_SLICE_BYTES > t->gran ? PAR_SLICE_BYTES >> t->gran_shift : 0;
+    t->n_slices = 0;
     for (size_t i = 0; i < t->n_ranges; i++) {
-        struct dirty_range *rg = &t->ranges[i];
-        bool whole = rg->full || t->mode == RTCR_DIRTY_FULL;
-        st->pages_scanned += rg->len / t->page_size;
-        if (t->mode == RTCR_DIRTY_UFFD_WP)
-            r = scan_uffd(t, i, !whole, st);
-        else if (t->mode == RTCR_DIRTY_HASH)
-            r = scan_hash(t, i, !whole);
-        if (r >= 0 && whole)
-            r = run_add(t, i, 0, rg->n_units);
+        size_t n = t->ranges[i].n_units, step = per ? per : n;
+        for (size_t u = 0; u < n; u += step) {
+            int r = slice_add(t, i, u, u + step < n ? u + step : n);
+            if (r < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+/* Merge the two parts' run lists by slice (each is in ascending slice order, and every slice
+ * was scanned by exactly one of them) into t->merged, joining runs that meet at a slice
+ * boundary: the result equals what one thread scanning everything would have found. */
+static int merge_parts(rtcr_dirty_t *t)
+{
+    const struct run_list *a = &t->parts[0].runs, *b = &t->parts[1].runs;
+    size_t i = 0, j = 0;
+    t->merged.n = 0;
+    while (i < a->n || j < b->n) {
+        const struct dirty_run *x;
+        if (j >= b->n || (i < a->n && a->v[i].slice < b->v[j].slice))
+            x = &a->v[i++];
+        else
+            x = &b->v[j++];
+        int r = run_add(&t->merged, x->range, x->u0, x->u1, x->slice);
         if (r < 0)
             return r;
+    }
+    return 0;
+}
+
+static int find_dirty(rtcr_dirty_t *t, rtcr_dirty_stats_t *st)
+{
+    size_t pages = 0;
+    for (size_t i = 0; i < t->n_ranges; i++)
+        pages += t->ranges[i].len / t->page_size;
+    st->pages_scanned = pages;
+    bool parallel =
+        t->mode != RTCR_DIRTY_FULL && t->n_ranges && pages >= t->par_scan_pages && helper_ready(t);
+    int r = make_slices(t, parallel);
+    if (r < 0)
+        return r;
+    if (t->n_slices < 2)
+        parallel = false;
+    for (int i = 0; i < 2; i++) {
+        t->parts[i].runs.n = 0;
+        t->parts[i].scan_calls = 0;
+        t->parts[i].err = 0;
+    }
+    t->next_slice = 0;
+    t->scan_abort = false;
+    t->parallel_now = parallel;
+    if (parallel) {
+        __atomic_store_n(&t->h.linger, true, __ATOMIC_RELEASE);
+        helper_post(t, JOB_SCAN);
+    }
+    scan_slices(t, &t->parts[0], 0);
+    if (parallel)
+        helper_wait(t);
+    st->scan_calls = t->parts[0].scan_calls + t->parts[1].scan_calls;
+    st->scan_threads = parallel ? 2 : 1;
+
+    /* the error of the lowest slice, as a serial scan would have met first */
+    const struct part *p0 = &t->parts[0], *p1 = &t->parts[1];
+    if (p0->err && (!p1->err || p0->err_slice < p1->err_slice))
+        return p0->err;
+    if (p1->err)
+        return p1->err;
+    if (parallel) {
+        r = merge_parts(t);
+        if (r < 0)
+            return r;
+        t->out = &t->merged;
+    } else {
+        t->out = &t->parts[0].runs;
     }
     if (t->mode == RTCR_DIRTY_UFFD_WP) {
         uintptr_t probe = t->n_ranges ? t->ranges[0].addr : 0;
@@ -708,11 +1087,12 @@ static int find_dirty(rtcr_dirty_t *t, rtcr_dirty_stats_t *st)
 
 int rtcr_dirty_collect(rtcr_dirty_t *t, rtcr_dirty_fn fn, void *ctx, rtcr_dirty_stats_t *ret_stats)
 {
-    if (!t || !fn)
+    if (!t || !fn || t->copy.active)
         return -EINVAL;
 
     rtcr_dirty_stats_t st = {0};
     uint64_t t0 = now_usec();
+    t->out = NULL;
     int r = find_dirty(t, &st);
     if (r < 0)
         goto fail;
@@ -720,8 +1100,8 @@ int rtcr_dirty_collect(rtcr_dirty_t *t, rtcr_dirty_fn fn, void *ctx, rtcr_dirty_
         t->ranges[i].full = false;
     st.scan_usec = now_usec() - t0;
 
-    for (size_t i = 0; i < t->n_runs; i++) {
-        const struct dirty_run *run = &t->runs[i];
+    for (size_t i = 0; i < t->out->n; i++) {
+        const struct dirty_run *run = &t->out->v[i];
         const struct dirty_range *rg = &t->ranges[run->range];
         size_t off = run->u0 << t->gran_shift;
         size_t end = run->u1 << t->gran_shift;
@@ -734,15 +1114,107 @@ int rtcr_dirty_collect(rtcr_dirty_t *t, rtcr_dirty_fn fn, void *ctx, rtcr_dirty_
         st.bytes_dirty += end - off;
         st.ranges_reported++;
     }
-    t->n_runs = 0;
     st.total_usec = now_usec() - t0;
     if (ret_stats)
         *ret_stats = st;
     return 0;
 fail:
-    t->n_runs = 0;
     mark_all_full(t);
     return r;
+}
+
+/* ---- copy ---------------------------------------------------------------------------------- */
+
+/* copy the bytes from cut a to cut b */
+static void copy_span(const rtcr_dirty_copy_t *v, size_t n, struct cut a, struct cut b)
+{
+    for (size_t i = a.seg; i <= b.seg && i < n; i++) {
+        size_t from = i == a.seg ? a.off : 0;
+        size_t to = i == b.seg ? b.off : v[i].len;
+        if (to > from)
+            memcpy((uint8_t *)v[i].dst + from, (const uint8_t *)v[i].src + from, to - from);
+    }
+}
+
+/* claim pieces of the copy in progress until none is left */
+static void copy_pieces(rtcr_dirty_t *t, unsigned who)
+{
+    struct copy_job *c = &t->copy;
+    for (size_t dealt = who;; dealt += 2) {
+        size_t k = t->par_deal ? dealt : __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
+        if (k >= c->n_pieces)
+            return;
+        copy_span(c->v, c->n, c->cuts[k], c->cuts[k + 1]);
+    }
+}
+
+/* Cut the segments into pieces of PAR_PIECE_BYTES (the last one shorter). */
+static int make_cuts(struct copy_job *c, size_t total)
+{
+    size_t need = total / PAR_PIECE_BYTES + 2;
+    if (need > c->cap_cuts) {
+        struct cut *nc = realloc(c->cuts, need * sizeof(*nc));
+        if (!nc)
+            return -ENOMEM;
+        c->cuts = nc;
+        c->cap_cuts = need;
+    }
+    size_t k = 0, acc = 0;
+    c->cuts[0] = (struct cut){0, 0};
+    for (size_t i = 0; i < c->n; i++) {
+        size_t off = 0;
+        while (off < c->v[i].len) {
+            size_t take = c->v[i].len - off;
+            if (take > PAR_PIECE_BYTES - acc)
+                take = PAR_PIECE_BYTES - acc;
+            off += take;
+            acc += take;
+            if (acc == PAR_PIECE_BYTES) {
+                c->cuts[++k] = (struct cut){i, off};
+                acc = 0;
+            }
+        }
+    }
+    if (acc)
+        c->cuts[++k] = (struct cut){c->n, 0};
+    c->n_pieces = k;
+    return 0;
+}
+
+int rtcr_dirty_copy_begin(rtcr_dirty_t *t, const rtcr_dirty_copy_t *v, size_t n)
+{
+    if (!t || (n && !v) || t->copy.active)
+        return -EINVAL;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += v[i].len;
+    struct copy_job *c = &t->copy;
+    c->v = v;
+    c->n = n;
+    c->next = 0;
+    c->active = true;
+    __atomic_store_n(&t->h.linger, false, __ATOMIC_RELEASE); /* no more spinning for a job */
+    c->parallel = total >= t->par_copy_bytes && total > PAR_PIECE_BYTES &&
+                  make_cuts(c, total) == 0 && helper_ready(t);
+    if (c->parallel)
+        helper_post(t, JOB_COPY);
+    return 0;
+}
+
+void rtcr_dirty_copy_finish(rtcr_dirty_t *t)
+{
+    assert(t && t->copy.active);
+    struct copy_job *c = &t->copy;
+    if (c->parallel) {
+        copy_pieces(t, 0);
+        helper_wait(t);
+    } else {
+        for (size_t i = 0; i < c->n; i++)
+            memcpy(c->v[i].dst, c->v[i].src, c->v[i].len);
+    }
+    c->active = false;
+    c->v = NULL;
+    c->n = 0;
 }
 
 /* ---- fd passing ---------------------------------------------------------------------------- */

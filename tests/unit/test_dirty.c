@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -841,6 +842,325 @@ static void test_recv_uffd_errors(void **state)
     close(sv[0]);
 }
 
+/* ---- the two-thread paths (helper thread): same result as serial ---------------------------- */
+
+#define MIB ((size_t)1 << 20)
+
+/* Assert that two recordings, of two targets with the same writes, report the same runs: same
+ * target addresses and lengths in the same order, and agent views at the same offsets. */
+static void same_reports(const struct rec *a, const uint8_t *va, const struct rec *b,
+                         const uint8_t *vb)
+{
+    assert_int_equal(a->n, b->n);
+    for (size_t i = 0; i < a->n; i++) {
+        assert_int_equal(a->v[i].addr, b->v[i].addr);
+        assert_int_equal(a->v[i].len, b->v[i].len);
+        assert_int_equal((const uint8_t *)a->v[i].view - va, (const uint8_t *)b->v[i].view - vb);
+    }
+}
+
+/* ranges of the 40 MiB targets of the parallel tests: a small one, one of 32 MiB (two 16 MiB
+ * slices meeting at TARGET_ADDR + 20 MiB), and a 4 MiB one at the end */
+static const struct {
+    size_t off, len;
+} par_ranges[] = {{0, 4 * MIB}, {4 * MIB, 32 * MIB}, {36 * MIB, 4 * MIB}};
+
+/* Pages written in round k: the edges of every range and slice, pages either side of the slice
+ * boundary at 20 MiB (one run across it), and scattered pages. */
+static size_t par_pages(unsigned k, size_t *v, size_t max)
+{
+    const size_t pg = (size_t)getpagesize(), mib = MIB / pg;
+    size_t n = 0;
+    size_t fixed[] = {0,        4 * mib - 1,  4 * mib,      20 * mib - 2, 20 * mib - 1,
+                      20 * mib, 20 * mib + 1, 36 * mib - 1, 36 * mib,     40 * mib - 1};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]) && n < max; i++)
+        if ((i + k) % 3) /* a different subset each round */
+            v[n++] = fixed[i];
+    for (size_t i = 0; i < 600 && n < max; i++)
+        v[n++] = (i * 7919u + k * 104729u) % (40 * mib);
+    return n;
+}
+
+/* Two targets with identical writes, one tracked serially, one with both threads (thresholds
+ * 0): every collect reports the same runs; ranges added and removed between collects. */
+static void scenario_parallel(rtcr_dirty_mode_t mode, size_t gran, unsigned flags)
+{
+    const size_t len = 40 * MIB;
+    struct child ca, cb;
+    struct rec ra = {0}, rb = {0};
+    rtcr_dirty_stats_t sa, sb;
+    rtcr_dirty_t *ta = setup(mode, &ca, len, gran);
+    rtcr_dirty_t *tb = setup(mode, &cb, len, gran);
+    assert_int_equal(rtcr_dirty_set_parallel(ta, SIZE_MAX, SIZE_MAX, 0), 0);
+    assert_int_equal(rtcr_dirty_set_parallel(tb, 0, 0, flags), 0);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(rtcr_dirty_add_range(ta, TARGET_ADDR + par_ranges[i].off,
+                                              par_ranges[i].len, ca.view + par_ranges[i].off),
+                         0);
+        assert_int_equal(rtcr_dirty_add_range(tb, TARGET_ADDR + par_ranges[i].off,
+                                              par_ranges[i].len, cb.view + par_ranges[i].off),
+                         0);
+    }
+    size_t *pages = calloc(MAX_OFFS, sizeof(*pages));
+    assert_non_null(pages);
+    for (unsigned k = 0; k < 6; k++) {
+        if (k == 3) { /* the 4 MiB range at the end becomes two, the first range goes */
+            for (int w = 0; w < 2; w++) {
+                rtcr_dirty_t *t = w ? tb : ta;
+                uint8_t *view = w ? cb.view : ca.view;
+                assert_int_equal(rtcr_dirty_remove_range(t, TARGET_ADDR + 36 * MIB), 0);
+                assert_int_equal(rtcr_dirty_remove_range(t, TARGET_ADDR), 0);
+                assert_int_equal(
+                    rtcr_dirty_add_range(t, TARGET_ADDR + 36 * MIB, MIB, view + 36 * MIB), 0);
+                assert_int_equal(
+                    rtcr_dirty_add_range(t, TARGET_ADDR + 37 * MIB, 3 * MIB, view + 37 * MIB), 0);
+            }
+        }
+        if (k > 0) {
+            size_t n = par_pages(k, pages, MAX_OFFS);
+            child_write_pages(&ca, pages, n);
+            child_write_pages(&cb, pages, n);
+        }
+        rec_reset(&ra);
+        rec_reset(&rb);
+        assert_int_equal(rtcr_dirty_collect(ta, rec_fn, &ra, &sa), 0);
+        assert_int_equal(rtcr_dirty_collect(tb, rec_fn, &rb, &sb), 0);
+        assert_true(ra.n > 0);
+        same_reports(&ra, ca.view, &rb, cb.view);
+        assert_int_equal(sa.scan_threads, 1);
+        assert_int_equal(sb.scan_threads, 2);
+        assert_int_equal(sa.bytes_dirty, sb.bytes_dirty);
+        assert_int_equal(sa.units_dirty, sb.units_dirty);
+        assert_int_equal(sa.pages_scanned, sb.pages_scanned);
+    }
+    /* the run across the slice boundary at 20 MiB is one run, as the serial scan reports it */
+    if (gran == (size_t)getpagesize() && mode == RTCR_DIRTY_UFFD_WP) {
+        size_t mib = MIB / gran;
+        size_t edge[] = {20 * mib - 1, 20 * mib};
+        child_write_pages(&cb, edge, 2);
+        rec_reset(&rb);
+        assert_int_equal(rtcr_dirty_collect(tb, rec_fn, &rb, NULL), 0);
+        assert_int_equal(rb.n, 1);
+        assert_int_equal(rb.v[0].addr, TARGET_ADDR + 20 * MIB - gran);
+        assert_int_equal(rb.v[0].len, 2 * gran);
+    }
+    free(pages);
+    rec_free(&ra);
+    rec_free(&rb);
+    rtcr_dirty_destroy(&ta);
+    rtcr_dirty_destroy(&tb);
+    assert_null(tb);
+    child_stop(&ca);
+    child_stop(&cb);
+}
+
+/* claimed: whoever is free takes the next slice (what runs in production; which boundaries
+ * fall between the threads depends on timing); dealt: every slice boundary is one */
+static void test_uffd_parallel_equals_serial(void **state)
+{
+    (void)state;
+    scenario_parallel(RTCR_DIRTY_UFFD_WP, (size_t)getpagesize(), 0);
+}
+
+static void test_uffd_parallel_dealt_equals_serial(void **state)
+{
+    (void)state;
+    scenario_parallel(RTCR_DIRTY_UFFD_WP, (size_t)getpagesize(), RTCR_DIRTY_PAR_DEAL);
+}
+
+static void test_uffd_parallel_dealt_equals_serial_64k(void **state)
+{
+    (void)state;
+    scenario_parallel(RTCR_DIRTY_UFFD_WP, 64 * 1024, RTCR_DIRTY_PAR_DEAL);
+}
+
+static void test_hash_parallel_equals_serial(void **state)
+{
+    (void)state;
+    scenario_parallel(RTCR_DIRTY_HASH, (size_t)getpagesize(), 0);
+}
+
+static void test_hash_parallel_dealt_equals_serial(void **state)
+{
+    (void)state;
+    scenario_parallel(RTCR_DIRTY_HASH, (size_t)getpagesize(), RTCR_DIRTY_PAR_DEAL);
+}
+
+/* A scan that fails in the middle of a parallel collect (a range unregistered behind the
+ * tracker's back, in the last slice) fails the collect without calling the callback, and the
+ * next successful collect reports every range whole. */
+static void test_uffd_parallel_scan_error(void **state)
+{
+    (void)state;
+    const size_t pg = (size_t)getpagesize(), len = 40 * MIB;
+    struct child c;
+    struct rec r = {0};
+    rtcr_dirty_t *t = setup(RTCR_DIRTY_UFFD_WP, &c, len, pg);
+    assert_int_equal(rtcr_dirty_set_parallel(t, 0, 0, RTCR_DIRTY_PAR_DEAL), 0);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(rtcr_dirty_add_range(t, TARGET_ADDR + par_ranges[i].off, par_ranges[i].len,
+                                              c.view + par_ranges[i].off),
+                         0);
+    rec_reset(&r);
+    assert_int_equal(rtcr_dirty_collect(t, rec_fn, &r, NULL), 0);
+    size_t *pages = calloc(MAX_OFFS, sizeof(*pages));
+    assert_non_null(pages);
+    child_write_pages(&c, pages, par_pages(1, pages, MAX_OFFS));
+
+    /* unregister the last range through the target's uffd (the tracker holds a duplicate) */
+    struct uffdio_range ur = {.start = TARGET_ADDR + 36 * MIB, .len = 4 * MIB};
+    assert_int_equal(ioctl(c.uffd, UFFDIO_UNREGISTER, &ur), 0);
+    rec_reset(&r);
+    assert_int_equal(rtcr_dirty_collect(t, rec_fn, &r, NULL), -EPERM);
+    assert_int_equal(r.n, 0); /* a scan error: the callback never ran */
+
+    /* re-arm the broken range: now every range is reported whole, not only that one */
+    assert_int_equal(rtcr_dirty_remove_range(t, TARGET_ADDR + 36 * MIB), 0);
+    assert_int_equal(rtcr_dirty_add_range(t, TARGET_ADDR + 36 * MIB, 4 * MIB, c.view + 36 * MIB),
+                     0);
+    struct expect e[3];
+    size_t *all[3];
+    for (size_t i = 0; i < 3; i++) {
+        size_t n;
+        all[i] = all_units(par_ranges[i].len, pg, &n);
+        e[i] = (struct expect){TARGET_ADDR + par_ranges[i].off, par_ranges[i].len,
+                               c.view + par_ranges[i].off, all[i], n};
+    }
+    collect_check(t, &r, pg, e, 3, NULL);
+    for (size_t i = 0; i < 3; i++)
+        e[i].n = 0;
+    collect_check(t, &r, pg, e, 3, NULL); /* and then nothing */
+    for (size_t i = 0; i < 3; i++)
+        free(all[i]);
+    free(pages);
+    rec_free(&r);
+    rtcr_dirty_destroy(&t);
+    child_stop(&c);
+}
+
+/* A callback error after a parallel scan makes the next collect report everything. */
+static void test_uffd_parallel_callback_error(void **state)
+{
+    (void)state;
+    const size_t pg = (size_t)getpagesize(), len = 40 * MIB;
+    struct child c;
+    struct rec r = {0};
+    rtcr_dirty_t *t = setup(RTCR_DIRTY_UFFD_WP, &c, len, pg);
+    assert_int_equal(rtcr_dirty_set_parallel(t, 0, 0, RTCR_DIRTY_PAR_DEAL), 0);
+    assert_int_equal(rtcr_dirty_add_range(t, TARGET_ADDR, len, c.view), 0);
+    size_t nall;
+    size_t *all = all_units(len, pg, &nall);
+    struct expect whole = {TARGET_ADDR, len, c.view, all, nall};
+    collect_check(t, &r, pg, &whole, 1, NULL);
+    child_write_pages(&c, (size_t[]){3, 5000}, 2);
+    rec_reset(&r);
+    r.fail_with = -EIO;
+    assert_int_equal(rtcr_dirty_collect(t, rec_fn, &r, NULL), -EIO);
+    collect_check(t, &r, pg, &whole, 1, NULL);
+    collect_check(t, &r, pg, &(struct expect){TARGET_ADDR, len, c.view, NULL, 0}, 1, NULL);
+    free(all);
+    rec_free(&r);
+    rtcr_dirty_destroy(&t);
+    child_stop(&c);
+}
+
+/* rtcr_dirty_copy_begin/_finish: the same bytes at the same places on both paths, including
+ * segments that cross piece boundaries and empty ones; misuse is refused. */
+static void scenario_copy(unsigned flags)
+{
+    const size_t total = 3 * MIB + 12345;
+    uint8_t *src = malloc(total), *d1 = calloc(1, total + 64), *d2 = calloc(1, total + 64);
+    assert_non_null(src);
+    assert_non_null(d1);
+    assert_non_null(d2);
+    for (size_t i = 0; i < total; i++)
+        src[i] = (uint8_t)(i * 131u + (i >> 12));
+    /* segments of varied sizes copied to mirrored places (every byte once, disjoint) */
+    rtcr_dirty_copy_t s1[64], s2[64];
+    size_t n = 0, at = 0, lens[] = {0, 1, 4096, 200000, 7, 1 << 20, 65536, 131072, 99999};
+    while (at < total && n < 63) {
+        size_t l = lens[n % (sizeof(lens) / sizeof(lens[0]))];
+        if (l > total - at)
+            l = total - at;
+        size_t dst = total - at - l;
+        s1[n] = (rtcr_dirty_copy_t){d1 + dst, src + at, l};
+        s2[n] = (rtcr_dirty_copy_t){d2 + dst, src + at, l};
+        at += l;
+        n++;
+    }
+    s1[n] = (rtcr_dirty_copy_t){d1, src + at, total - at};
+    s2[n] = (rtcr_dirty_copy_t){d2, src + at, total - at};
+    n++;
+    rtcr_dirty_t *ts = NULL, *tp = NULL;
+    assert_int_equal(rtcr_dirty_new(RTCR_DIRTY_FULL, 0, -1, 4096, &ts), 0);
+    assert_int_equal(rtcr_dirty_new(RTCR_DIRTY_FULL, 0, -1, 4096, &tp), 0);
+    assert_int_equal(rtcr_dirty_set_parallel(ts, SIZE_MAX, SIZE_MAX, 0), 0);
+    assert_int_equal(rtcr_dirty_set_parallel(tp, 0, 0, flags), 0);
+    for (int round = 0; round < 3; round++) { /* the helper is reused */
+        memset(d1, 0xee, total + 64);
+        memset(d2, 0xee, total + 64);
+        assert_int_equal(rtcr_dirty_copy_begin(ts, s1, n), 0);
+        rtcr_dirty_copy_finish(ts);
+        assert_int_equal(rtcr_dirty_copy_begin(tp, s2, n), 0);
+        assert_int_equal(rtcr_dirty_copy_begin(tp, s2, n), -EINVAL); /* one at a time */
+        assert_int_equal(rtcr_dirty_set_parallel(tp, 0, 0, 0), -EINVAL);
+        assert_int_equal(rtcr_dirty_collect(tp, rec_fn, &(struct rec){0}, NULL), -EINVAL);
+        rtcr_dirty_copy_finish(tp);
+        assert_memory_equal(d1, d2, total + 64);
+        for (size_t i = 0; i < n; i++)
+            assert_memory_equal(s2[i].dst, s2[i].src, s2[i].len);
+    }
+    assert_int_equal(rtcr_dirty_copy_begin(tp, NULL, 0), 0); /* nothing to copy is fine */
+    rtcr_dirty_copy_finish(tp);
+    assert_int_equal(rtcr_dirty_copy_begin(NULL, s1, n), -EINVAL);
+    assert_int_equal(rtcr_dirty_copy_begin(tp, NULL, 1), -EINVAL);
+    assert_int_equal(rtcr_dirty_set_parallel(NULL, 0, 0, 0), -EINVAL);
+    assert_int_equal(rtcr_dirty_set_parallel(ts, 0, 0, 1u << 7), -EINVAL); /* unknown flag */
+    /* destroy with a copy begun and not finished: it is finished first, the helper joined */
+    memset(d2, 0xee, total + 64);
+    assert_int_equal(rtcr_dirty_copy_begin(tp, s2, n), 0);
+    rtcr_dirty_destroy(&tp);
+    assert_null(tp);
+    assert_memory_equal(d1, d2, total + 64);
+    rtcr_dirty_destroy(&ts);
+    free(src);
+    free(d1);
+    free(d2);
+}
+
+static void test_copy(void **state)
+{
+    (void)state;
+    scenario_copy(0);
+}
+
+static void test_copy_dealt(void **state)
+{
+    (void)state;
+    scenario_copy(RTCR_DIRTY_PAR_DEAL);
+}
+
+/* Destroy right after a parallel collect (the helper idle, possibly still spinning) and on a
+ * tracker whose helper never started; both are clean (ASan/valgrind check the join). */
+static void test_uffd_parallel_destroy_idle(void **state)
+{
+    (void)state;
+    const size_t len = 40 * MIB;
+    struct child c;
+    struct rec r = {0};
+    rtcr_dirty_t *t = setup(RTCR_DIRTY_UFFD_WP, &c, len, (size_t)getpagesize());
+    assert_int_equal(rtcr_dirty_set_parallel(t, 0, 0, RTCR_DIRTY_PAR_DEAL), 0);
+    assert_int_equal(rtcr_dirty_add_range(t, TARGET_ADDR, len, c.view), 0);
+    rtcr_dirty_stats_t st;
+    assert_int_equal(rtcr_dirty_collect(t, rec_fn, &r, &st), 0);
+    assert_int_equal(st.scan_threads, 2);
+    rtcr_dirty_destroy(&t);
+    assert_null(t);
+    rtcr_dirty_destroy(&t); /* idempotent */
+    rec_free(&r);
+    child_stop(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -864,6 +1184,16 @@ int main(void)
         cmocka_unit_test(test_hash_callback_error),
         cmocka_unit_test(test_hash_content_semantics),
         cmocka_unit_test(test_full_mode),
+        cmocka_unit_test(test_uffd_parallel_equals_serial),
+        cmocka_unit_test(test_uffd_parallel_dealt_equals_serial),
+        cmocka_unit_test(test_uffd_parallel_dealt_equals_serial_64k),
+        cmocka_unit_test(test_hash_parallel_equals_serial),
+        cmocka_unit_test(test_hash_parallel_dealt_equals_serial),
+        cmocka_unit_test(test_uffd_parallel_scan_error),
+        cmocka_unit_test(test_uffd_parallel_callback_error),
+        cmocka_unit_test(test_copy),
+        cmocka_unit_test(test_copy_dealt),
+        cmocka_unit_test(test_uffd_parallel_destroy_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

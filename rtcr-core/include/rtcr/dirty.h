@@ -31,8 +31,18 @@
  * (target died, range unmapped behind the tracker's back, callback error), every range is
  * reported whole by the next successful collect, so a failure never loses a write.
  *
- * Thread safety: a tracker is used by one thread at a time. All functions return >= 0 on
- * success and -errno on failure; outputs (ret_*) are written only on success.
+ * Two threads in the freeze: a collect over at least par_scan_pages tracked pages cuts the
+ * ranges into 16 MiB slices that the caller and a helper thread scan together (claimed in
+ * ascending order, merged by slice afterwards), and rtcr_dirty_copy_begin()/_finish() copy the
+ * dirty runs out in 128 KiB pieces on both threads while the caller may do other work in
+ * between. The helper is created once per tracker, when first needed, and joined by
+ * rtcr_dirty_destroy(); if it cannot be created everything runs serially. Results are the same
+ * as serial: the same runs in the same order, the same bytes at the same destinations. Below
+ * the thresholds (RTCR_DIRTY_PAR_*, measured in docs/dirty-tracking.md) the serial path runs.
+ *
+ * Thread safety: a tracker is used by one thread at a time (its helper is internal). All
+ * functions return >= 0 on success and -errno on failure; outputs (ret_*) are written only on
+ * success.
  */
 #ifndef RTCR_DIRTY_H
 #define RTCR_DIRTY_H
@@ -56,6 +66,10 @@ typedef enum rtcr_dirty_mode {
 #define RTCR_DIRTY_MAX_RANGES 4096
 /* size of a reason buffer that always holds rtcr_dirty_probe()'s text */
 #define RTCR_DIRTY_REASON_SIZE 160
+/* default: a collect scans with two threads from this many tracked pages (128 MiB of 4 KiB) */
+#define RTCR_DIRTY_PAR_SCAN_PAGES 32768u
+/* default: rtcr_dirty_copy_begin() copies with two threads from this many bytes */
+#define RTCR_DIRTY_PAR_COPY_BYTES (256u << 10)
 
 typedef struct rtcr_dirty rtcr_dirty_t;
 
@@ -68,7 +82,15 @@ typedef struct rtcr_dirty_stats {
     uint64_t scan_calls;      /* PAGEMAP_SCAN ioctls issued (uffd mode; 0 otherwise) */
     uint64_t scan_usec;       /* monotonic time finding dirty units and re-arming */
     uint64_t total_usec;      /* monotonic time of the whole collect, callbacks included */
+    uint64_t scan_threads;    /* threads that found the dirty units: 1 serial, 2 parallel */
 } rtcr_dirty_stats_t;
+
+/* One segment of a copy: len bytes from src to dst (must not overlap). */
+typedef struct rtcr_dirty_copy {
+    void *dst;       /* destination */
+    const void *src; /* source */
+    size_t len;      /* bytes */
+} rtcr_dirty_copy_t;
 
 /* Called once per run of adjacent dirty units, in ascending address order per range.
  * target_addr: start of the run in the target's address space; agent_view: the same bytes in
@@ -147,6 +169,34 @@ int rtcr_dirty_remove_range(rtcr_dirty_t *t, uintptr_t target_addr);
  * range is no longer registered (the target unmapped or remapped it: remove and re-add it);
  * -ENOMEM; any error fn returned. After a failure the next collect reports every range whole. */
 int rtcr_dirty_collect(rtcr_dirty_t *t, rtcr_dirty_fn fn, void *ctx, rtcr_dirty_stats_t *ret_stats);
+
+/* Start copying n segments (v[i].src -> v[i].dst). If their total is at least the tracker's
+ * copy threshold, the helper thread starts on them at once, in 128 KiB pieces; otherwise
+ * nothing happens until rtcr_dirty_copy_finish(), which copies them serially. The caller may do
+ * unrelated work in between (reading the sources is fine, writing them or reading the
+ * destinations is not) and must call rtcr_dirty_copy_finish() before the next collect, copy or
+ * destroy (destroy finishes a forgotten copy itself). v, the sources and the destinations are
+ * borrowed until then. Errors: -EINVAL NULL t, NULL v with n > 0, or a copy already begun.
+ * Never fails otherwise: without a helper the copy runs serially. */
+int rtcr_dirty_copy_begin(rtcr_dirty_t *t, const rtcr_dirty_copy_t *v, size_t n);
+
+/* Copy what rtcr_dirty_copy_begin() started, together with the helper, and return when every
+ * byte is at its destination. Must follow a successful rtcr_dirty_copy_begin(). */
+void rtcr_dirty_copy_finish(rtcr_dirty_t *t);
+
+/* flag of rtcr_dirty_set_parallel(): deal slices and pieces alternately to the caller (even)
+ * and the helper (odd) and always wait for the helper, instead of letting whoever is free claim
+ * the next one. Slower (the caller waits for a helper that starts late); for tests and
+ * diagnosis, where every boundary between the two threads' work must be exercised. */
+#define RTCR_DIRTY_PAR_DEAL (1u << 0)
+
+/* Thresholds of the two-thread paths: a collect scans with two threads when the ranges hold at
+ * least scan_min_pages pages (and more than one slice); a copy uses two threads from
+ * copy_min_bytes. 0 means always (where there is more than one piece of work), SIZE_MAX never.
+ * flags: 0 or RTCR_DIRTY_PAR_DEAL. Defaults RTCR_DIRTY_PAR_SCAN_PAGES,
+ * RTCR_DIRTY_PAR_COPY_BYTES, 0. Errors: -EINVAL NULL t, unknown flags or a copy in progress. */
+int rtcr_dirty_set_parallel(rtcr_dirty_t *t, size_t scan_min_pages, size_t copy_min_bytes,
+                            unsigned flags);
 
 /* Receive a file descriptor sent with SCM_RIGHTS (as by rtcr_dirty_target_send_uffd()) on the
  * unix socket sock; the received fd is O_CLOEXEC and owned by the caller. Blocks as the socket
