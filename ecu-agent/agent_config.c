@@ -437,7 +437,7 @@ static int rom_section(loader_t *l, const char *tkey, zconfig_t *rom, agent_targ
 /* The checkpoint keys of a target. Returns 1 if `n` was one of them and valid, 0 if `n` is
  * not a checkpoint key, < 0 on an error (recorded). */
 static int ckpt_key(loader_t *l, const char *key, const char *n, zconfig_t *k,
-                    agent_target_conf_t *t)
+                    agent_target_conf_t *t, bool *standby_given)
 {
     const char *v;
     int r;
@@ -481,6 +481,12 @@ static int ckpt_key(loader_t *l, const char *key, const char *n, zconfig_t *k,
     } else if (strcmp(n, "max_chain") == 0) {
         if ((r = get_uint(l, key, k, 0, AGENT_MAX_CHAIN_MAX, &t->max_chain)) < 0)
             return r;
+    } else if (strcmp(n, "standby") == 0) {
+        if ((r = scalar(l, key, k, false, &v)) < 0)
+            return r;
+        if (agent_parse_bool(v, &t->standby) < 0)
+            return fail(l, key, "\"%s\" is not a boolean (use 1/0, true/false, yes/no)", v);
+        *standby_given = true;
     } else {
         return 0;
     }
@@ -507,6 +513,7 @@ static int target_section(loader_t *l, zconfig_t *node, const char *tdir, agent_
     t->granularity = 4096;
     t->quiesce_ms = 500;
     t->max_chain = 64;
+    bool standby_given = false;
     for (zconfig_t *k = zconfig_child(node); k; k = zconfig_next(k)) {
         const char *n = zconfig_name(k), *v;
         snprintf(key, sizeof(key), "%s/%s", tkey, n);
@@ -530,15 +537,19 @@ static int target_section(loader_t *l, zconfig_t *node, const char *tdir, agent_
         } else if (strcmp(n, "rom") == 0) {
             if ((r = rom_section(l, tkey, k, t)) < 0)
                 return r;
-        } else if ((r = ckpt_key(l, key, n, k, t)) <= 0) {
+        } else if ((r = ckpt_key(l, key, n, k, t, &standby_given)) <= 0) {
             if (r == 0)
                 return fail(l, key,
                             "unknown key (known: binary, ram, caps, autostart, provides, rom, "
                             "checkpoint_ms, on_crash, dirty_tracking, granularity, quiesce_ms, "
-                            "max_chain)");
+                            "max_chain, standby)");
             return r;
         }
     }
+    /* the standby costs one copy of the target's memory: by default only for the targets
+     * that are restored when they crash, where it makes the restore fast */
+    if (!standby_given)
+        t->standby = t->on_crash == AGENT_ON_CRASH_RESTORE;
     snprintf(key, sizeof(key), "%s/binary", tkey);
     if (!binary)
         return fail(l, key, "missing (every target needs its executable)");

@@ -76,6 +76,8 @@ typedef struct agent_target_conf {
     size_t granularity;                    /* dirty-tracking unit in bytes */
     unsigned quiesce_ms;                   /* how long entrypoints may take to reach a wait */
     unsigned max_chain;                    /* compact the chain beyond this many epochs (0 never) */
+    bool standby;                          /* keep a hot standby for fast restores (default:
+                                              on when on_crash = restore) */
 } agent_target_conf_t;
 
 /* One simulated sensor: the agent fires interrupt `line` every `period_ms`. */

@@ -362,6 +362,7 @@ static int setup_checkpoints(agent_t *a)
             .quiesce_timeout_usec = (uint64_t)tc->quiesce_ms * 1000u,
             .state_dir = a->cfg->state_dir,
             .max_chain = tc->max_chain,
+            .standby = tc->standby,
         };
         if ((r = rtcr_target_set_ckpt_params(ts->t, &p)) < 0)
             return log_error_errno(r, "%s: targets/%s: checkpoint parameters refused: %m",

@@ -217,6 +217,12 @@ struct rtcr_target {
     int spare_fd;                  /* its memfd (valid while spare != NULL) */
     size_t spare_size;             /* its bytes */
     bool pool_keep;                /* teardown keeps the pool: freed extents are not punched */
+    /* hot standby (rtcr_standby.c): a copy of the memory of the newest epoch, laid out as a
+     * pool, that a restore of that epoch takes as its pool instead of decoding the image */
+    struct standby *standby;       /* NULL until the first epoch with the standby enabled */
+    bool pool_claim;               /* target_pool_alloc claims the reserved extent at ... */
+    size_t pool_claim_off;         /* ... this offset (a restore from the standby) */
+    enum rtcr_restore_path last_restore; /* how the last successful restore got its memory */
 };
 
 struct tracked {
@@ -228,6 +234,7 @@ struct extent {
     struct extent *next;     /* ascending offset */
     size_t off;              /* pool offset */
     size_t size;             /* bytes */
+    bool reserved;           /* holds standby content for a dataspace not yet recreated */
 };
 
 struct rtcr_ecu {
@@ -262,6 +269,17 @@ void target_pool_free(struct rtcr_target *t, size_t off, size_t size);
 /* Free the kept pool of a finished incarnation, if any (NULL-safe on none). Must be called
  * when a target is freed; teardown and the next incarnation call it as needed. */
 void target_spare_drop(struct rtcr_target *t);
+/* The pool size of the target (quota, ROM files, slack; page multiple). */
+size_t target_pool_bytes(struct rtcr_target *t);
+/* A sealed memfd of `size` bytes (named after `what` and the target) and the agent's shared
+ * mapping of it. Caller owns both. -errno. */
+int target_pool_create(struct rtcr_target *t, const char *what, size_t size, int *ret_fd,
+                       uint8_t **ret_map);
+/* Reserve [off, off + size) of the pool for a dataspace that a restore recreates from the
+ * standby (claimed through pool_claim). -EEXIST overlap, -ENOSPC outside, -ENOMEM. */
+int target_pool_reserve(struct rtcr_target *t, size_t off, size_t size);
+/* Does the pool still hold a reserved extent that no dataspace claimed? */
+bool target_pool_has_reserved(struct rtcr_target *t);
 int target_thread_add(struct rtcr_target *t, const char *name, unsigned *ret_index);
 int target_mirror_start(struct rtcr_target *t, unsigned index); /* serve UTCB `index` */
 void target_log_line(struct rtcr_target *t, const char *line);
@@ -273,6 +291,36 @@ void ckpt_target_fini(struct rtcr_target *t);          /* free everything, at re
 void ckpt_incarnation_end(struct rtcr_target *t);      /* process gone: drop the tracker */
 /* Mirror side: called with an IRQ delivery in hand; returns once the target may get it. */
 void ckpt_park_if_freezing(struct rtcr_target *t);
+
+/* ---- rtcr_standby.c -------------------------------------------------------------------- */
+/* After epoch `epoch` (full or not) was added to t->image from the staging buffer: begin,
+ * one put per staged run (in staging order), end. Called by the checkpointing thread after
+ * the thaw, t->lock NOT held. A standby that cannot follow exactly is invalidated. begin
+ * returns < 0 when the runs need not be given (disabled or invalidated). */
+int standby_begin(struct rtcr_target *t, uint64_t epoch, bool full);
+void standby_put(struct rtcr_target *t, uint32_t badge, uint64_t offset, const void *data,
+                 size_t len);
+void standby_end(struct rtcr_target *t);
+/* The content no longer follows the image (failed checkpoint, image loaded or adopted).
+ * `why` is a static string kept for rtcr_target_standby_info. t->lock NOT held. */
+void standby_invalidate(struct rtcr_target *t, const char *why);
+/* Free the standby, at target removal. */
+void standby_fini(struct rtcr_target *t);
+/* One dataspace of the standby's layout. */
+struct standby_ext {
+    uint32_t badge;          /* dataspace badge in the image */
+    size_t off;              /* offset in the standby (= in the pool taken from it) */
+    size_t size;             /* bytes */
+    size_t cursor;           /* while applying a dataspace new in this epoch: bytes defined */
+    bool fresh;              /* new in the epoch being applied (starts zero-filled) */
+};
+/* Restore: if the standby holds exactly epoch `epoch` of t->image and fits the pool, move
+ * its memfd into the kept-pool slot (t->spare, which make_pool adopts; the old spare becomes
+ * the standby's memory for the next rebuild) and return its layout (caller frees), the
+ * number of entries and the inode of the memfd (to check that the new pool is that memfd).
+ * t->lock NOT held. 0 on success; -ENOENT not usable (*ret_why says why, static string). */
+int standby_take(struct rtcr_target *t, uint64_t epoch, struct standby_ext **ret_layout,
+                 size_t *ret_n, uint64_t *ret_ino, const char **ret_why);
 
 /* ---- rtcr_svc.c ------------------------------------------------------------------------ */
 /* The handler of a target's core thread: dispatches every RPC to a core object. */

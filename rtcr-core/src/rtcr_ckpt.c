@@ -91,6 +91,7 @@ void ckpt_incarnation_end(struct rtcr_target *t)
 void ckpt_target_fini(struct rtcr_target *t)
 {
     ckpt_incarnation_end(t);
+    standby_fini(t);
     rtcr_image_destroy(&t->image);
     free((char *)t->ckpt.state_dir);
     t->ckpt.state_dir = NULL;
@@ -183,18 +184,27 @@ static int quiesce(struct rtcr_target *t, char *err, size_t errsz)
 
 /* ---- staging ------------------------------------------------------------------------------ */
 
+/* The staging buffer is filled in two steps: while the collect reports runs, stage_add() only
+ * reserves room and records where the bytes come from (so the buffer may still move when it
+ * grows); stage_copy_begin() then hands all chunks to the dirty tracker, which copies them on
+ * two threads for large epochs (rtcr_dirty_copy_begin), and stage_copy_finish() waits for
+ * that. Chunks keep their order and offsets, so the bytes are the same as a serial copy's. */
 struct chunk {
-    uint32_t badge;  /* dataspace */
-    uint64_t offset; /* in the dataspace */
-    size_t len;      /* bytes */
-    size_t at;       /* offset in stage.data */
+    uint32_t badge;     /* dataspace */
+    uint64_t offset;    /* in the dataspace */
+    size_t len;         /* bytes */
+    size_t at;          /* offset in stage.data */
+    const uint8_t *src; /* the agent's view of the bytes (the pool), until copied */
 };
 
 struct stage {
-    struct chunk *v;  /* chunks */
-    size_t n, cap;    /* used / allocated chunks */
-    uint8_t *data;    /* copied bytes */
-    size_t used, size; /* used / allocated bytes */
+    struct chunk *v;       /* chunks */
+    size_t n, cap;         /* used / allocated chunks */
+    uint8_t *data;         /* copied bytes */
+    size_t used, size;     /* used / allocated bytes */
+    rtcr_dirty_copy_t *cp; /* copy segments of the copy in progress */
+    size_t cap_cp;         /* allocated entries of cp */
+    rtcr_dirty_t *copier;  /* the tracker copying, NULL when no copy is in progress */
 };
 
 static int stage_add(struct stage *s, uint32_t badge, uint64_t offset, const void *src, size_t len)
@@ -217,16 +227,43 @@ static int stage_add(struct stage *s, uint32_t badge, uint64_t offset, const voi
         s->data = d;
         s->size = nsize;
     }
-    memcpy(s->data + s->used, src, len);
-    s->v[s->n++] = (struct chunk){badge, offset, len, s->used};
+    s->v[s->n++] = (struct chunk){badge, offset, len, s->used, src};
     s->used += len;
     return 0;
+}
+
+/* Start copying every staged chunk to its place (dirty's copier: two threads when large). */
+static int stage_copy_begin(struct stage *s, rtcr_dirty_t *dirty)
+{
+    if (s->n > s->cap_cp) {
+        rtcr_dirty_copy_t *cp = realloc(s->cp, s->n * sizeof(*cp));
+        if (!cp)
+            return -ENOMEM;
+        s->cp = cp;
+        s->cap_cp = s->n;
+    }
+    for (size_t i = 0; i < s->n; i++)
+        s->cp[i] = (rtcr_dirty_copy_t){s->data + s->v[i].at, s->v[i].src, s->v[i].len};
+    int r = rtcr_dirty_copy_begin(dirty, s->cp, s->n);
+    if (r >= 0)
+        s->copier = dirty;
+    return r;
+}
+
+/* Wait until the copy begun by stage_copy_begin() is done (nothing if none was begun). */
+static void stage_copy_finish(struct stage *s)
+{
+    if (s && s->copier) {
+        rtcr_dirty_copy_finish(s->copier);
+        s->copier = NULL;
+    }
 }
 
 static void stage_free(struct stage *s)
 {
     free(s->v);
     free(s->data);
+    free(s->cp);
     memset(s, 0, sizeof(*s));
 }
 
@@ -340,8 +377,12 @@ static int sync_ranges(struct rtcr_target *t)
 }
 
 struct collect_ctx {
-    struct rtcr_target *t; /* target */
-    struct stage *st;      /* staging */
+    struct rtcr_target *t;    /* target */
+    struct stage *st;         /* staging */
+    struct attachment *hit;   /* attachment of the previous run (runs come in address order,
+                                 so most runs hit the same one), or NULL */
+    struct dataspace *hit_ds; /* its dataspace */
+    bool hit_store;           /* whether its runs are staged (known and writable) */
 };
 
 /* A written range of the target: store it per dataspace, except for dataspaces copied whole. */
@@ -350,22 +391,29 @@ static int on_dirty(void *p, uintptr_t addr, void *view, size_t len)
     struct collect_ctx *c = p;
     (void)view;
     while (len) {
-        struct attachment *hit = NULL;
-        for (struct session *s = c->t->sessions; s && !hit; s = s->next)
-            if (s->type == RTCR_SVC_RM)
-                for (struct attachment *a = s->u.rm.atts; a && !hit; a = a->next)
-                    if (addr >= a->addr && addr < a->addr + a->size)
-                        hit = a;
-        if (!hit)
-            return -EFAULT; /* tracker and attachments disagree: make the next epoch full */
+        struct attachment *hit = c->hit;
+        if (!hit || addr < hit->addr || addr >= hit->addr + hit->size) {
+            hit = NULL;
+            for (struct session *s = c->t->sessions; s && !hit; s = s->next)
+                if (s->type == RTCR_SVC_RM)
+                    for (struct attachment *a = s->u.rm.atts; a && !hit; a = a->next)
+                        if (addr >= a->addr && addr < a->addr + a->size)
+                            hit = a;
+            if (!hit)
+                return -EFAULT; /* tracker and attachments disagree: make the next epoch full */
+            struct dataspace *d = ds_of(c->t, hit->ds_badge);
+            if (!d)
+                return -EFAULT;
+            c->hit = hit;
+            c->hit_ds = d;
+            c->hit_store = known(c->t, d->o.badge) && !d->readonly;
+        }
         size_t n = hit->addr + hit->size - addr;
         if (n > len)
             n = len;
-        struct dataspace *d = ds_of(c->t, hit->ds_badge);
-        if (!d)
-            return -EFAULT;
+        struct dataspace *d = c->hit_ds;
         uint64_t off = hit->offset + (addr - hit->addr);
-        if (known(c->t, d->o.badge) && !d->readonly) {
+        if (c->hit_store) {
             int r = stage_add(c->st, d->o.badge, off, c->t->pool + d->pool_off + off, n);
             if (r < 0)
                 return r;
@@ -908,7 +956,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     if (r >= 0 && (r = sync_ranges(t)) < 0)
         set_err(err, errsz, "tracking the memory of '%s' failed: %s", t->name, strerror(-r));
     if (r >= 0) {
-        struct collect_ctx cc = {t, st};
+        struct collect_ctx cc = {.t = t, .st = st};
         r = rtcr_dirty_collect(t->dirty, on_dirty, &cc, &ds);
         if (r < 0)
             set_err(err, errsz, "collecting written pages of '%s' failed: %s", t->name,
@@ -916,10 +964,15 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     }
     if (r >= 0)
         r = stage_new_dataspaces(t, st, &stats.pages_written);
+    /* the copy runs on the tracker's helper thread while this one captures the stored state,
+     * then this one joins in (for small epochs it all runs here, in stage_copy_finish) */
+    if (r >= 0)
+        r = stage_copy_begin(st, t->dirty);
     if (r >= 0 && (r = capture_state(t, &a, &state, err, errsz)) < 0 && err && !*err)
         set_err(err, errsz, "capturing the state of '%s' failed: %s", t->name, strerror(-r));
     if (r >= 0)
         r = remember_dataspaces(t);
+    stage_copy_finish(st);
     const char *mode = t->dirty ? rtcr_dirty_mode_name(rtcr_dirty_mode(t->dirty)) : NULL;
     pthread_mutex_unlock(&t->lock);
     thaw(t); /* the pause ends here: encoding runs while the target runs */
@@ -988,7 +1041,15 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
         pthread_mutex_lock(&t->lock);
         t->incarnation_has_epoch = false;
         pthread_mutex_unlock(&t->lock);
+        standby_invalidate(t, "a checkpoint failed");
         return r;
+    }
+    /* the hot standby follows the epoch just added: a memcpy of the staged runs */
+    if (standby_begin(t, epoch, full) >= 0) {
+        for (size_t i = 0; i < st->n; i++)
+            standby_put(t, st->v[i].badge, st->v[i].offset, st->data + st->v[i].at,
+                        st->v[i].len);
+        standby_end(t);
     }
 
     stats.epoch = epoch;
@@ -1052,6 +1113,7 @@ int rtcr_target_load_image(rtcr_target_t *t, char *err, size_t errsz)
     rtcr_image_destroy(&t->image);
     t->image = img;
     t->incarnation_has_epoch = false;
+    standby_invalidate(t, "image loaded from disk");
     return r;
 }
 
@@ -1063,5 +1125,6 @@ int rtcr_target_adopt_image(rtcr_target_t *t, struct rtcr_image **img)
     t->image = *img;
     *img = NULL;
     t->incarnation_has_epoch = false;
+    standby_invalidate(t, "image adopted");
     return 0;
 }

@@ -20,6 +20,18 @@
  *   5. Start the process in restore mode: it maps its regions, restarts its entrypoints idle
  *      and reports back; construct is not run.
  * Any failure tears the half-made incarnation down; the image is only read, never changed.
+ *
+ * The hot standby (rtcr_standby.c): when the target keeps one and it holds exactly the epoch
+ * restored (the newest, with the same METADATA section), step 1 does not materialise: the
+ * standby's memfd becomes the new pool (through the kept-pool slot that make_pool adopts),
+ * its extents are reserved before anything is allocated, and each RAM dataspace is recreated
+ * on its extent (pool_claim), content already in place; ROM modules go to free space, which
+ * is zero. All checks of step 1 except the frame hashes still run: no frame is read, because
+ * the standby was written from the very staged bytes the frames were compressed and hashed
+ * from, so a frame hash could only find damage in the image's copy, which this path does
+ * not use (the fallback, replicas, loading and compaction check it whenever it is used). If
+ * the standby does not fit what the restorer builds (layout, size, the pool is not its memfd)
+ * the attempt is torn down and the restore runs again on the decoding path.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -27,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <xxhash.h>
 
 #include <rtcr/croot.h>
@@ -48,7 +61,13 @@ struct plan {
     size_t n, cap;               /* entries */
     char *err;                   /* message buffer */
     size_t errsz;                /* its size */
+    const struct standby_ext *sb; /* restoring from the standby: its layout, else NULL */
+    size_t sb_n;                 /* entries of sb */
+    bool sb_adopted;             /* the new pool is the standby's memfd (teardown zeroes it) */
 };
+
+/* The standby cannot be used as it is: the restore starts over on the decoding path. */
+#define ERR_STANDBY_MISMATCH (-EREMCHG)
 
 static int fail(struct plan *p, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(struct plan *p, int r, const char *fmt, ...)
@@ -301,11 +320,25 @@ static int make_ram(struct plan *p, struct session *s, const RtcrImg__RamSession
     for (size_t i = 0; i < ram->n_dataspaces; i++) {
         const RtcrImg__Dataspace *d = ram->dataspaces[i];
         struct dataspace *ds;
+        const struct standby_ext *x = NULL;
+        for (size_t k = 0; p->sb && k < p->sb_n && !x; k++)
+            if (p->sb[k].badge == d->badge)
+                x = &p->sb[k];
+        if (p->sb && (!x || x->size != d->size))
+            return fail(p, ERR_STANDBY_MISMATCH, "the standby lacks dataspace %#x", d->badge);
         int r = svc_charge(t, d->size, "RAM dataspace");
         if (r < 0)
             return fail(p, r, "RAM quota exhausted at dataspace %#x", d->badge);
-        if ((r = svc_ds_new(t, d->size, false, "RAM", &ds)) < 0) {
+        /* from the standby: created on its reserved extent, where its content is */
+        t->pool_claim = x != NULL;
+        t->pool_claim_off = x ? x->off : 0;
+        r = svc_ds_new(t, d->size, false, "RAM", &ds);
+        t->pool_claim = false;
+        if (r < 0) {
             svc_uncharge(t, d->size);
+            if (x)
+                return fail(p, ERR_STANDBY_MISMATCH, "dataspace %#x not on its standby extent",
+                            d->badge);
             return fail(p, r, "dataspace %#x (%" PRIu64 " bytes): %s", d->badge, d->size,
                         strerror(-r));
         }
@@ -633,8 +666,12 @@ static int recreate(struct plan *p, const RtcrImg__StoredState *st)
     if (r < 0)
         return r;
     rtcr_image_err_t ierr = {{0}};
-    if ((r = rtcr_image_materialize_into(t->image, p->epoch, ds_dest, p, &ierr)) < 0)
+    if (p->sb) { /* the memory is in place; every extent must belong to a dataspace now */
+        if (target_pool_has_reserved(t))
+            return fail(p, ERR_STANDBY_MISMATCH, "the standby holds a dataspace the epoch lacks");
+    } else if ((r = rtcr_image_materialize_into(t->image, p->epoch, ds_dest, p, &ierr)) < 0) {
         return p->err && *p->err ? r : fail(p, r == -ENOMEM ? r : -EBADMSG, "memory: %s", ierr.msg);
+    }
     if ((r = install_caps(p, st->cap_space, pd)) < 0)
         return r;
     if ((r = rewrite_root(p, pd)) < 0)
@@ -643,6 +680,50 @@ static int recreate(struct plan *p, const RtcrImg__StoredState *st)
     for (struct sigsrc *src = pd->u.pd.sources; src; src = src->next)
         if ((r = rtcr_irq_set_state(k, src->irq, src->queue != NULL, false)) < 0)
             return fail(p, r, "signal source %" PRIu64 ": %s", src->id, strerror(-r));
+    return 0;
+}
+
+/* Steps 2-5: a new incarnation from stored state `st`, its memory from the standby (p->sb,
+ * whose memfd has inode `ino`) or from the image. On failure everything made is torn down. */
+static int incarnate(struct plan *p, const RtcrImg__StoredState *st, uint64_t ino)
+{
+    struct rtcr_target *t = p->t;
+    enum rtcr_target_state before = t->state;
+    t->state = RTCR_TARGET_RESTORING;
+    p->n = 0;
+    int r = target_prepare(t);
+    if (r < 0)
+        fail(p, r, "new incarnation: %s", strerror(-r));
+    if (r >= 0) {
+        pthread_mutex_lock(&t->lock);
+        struct stat pst;
+        if (p->sb && (fstat(t->pool_fd, &pst) < 0 || (uint64_t)pst.st_ino != ino))
+            r = fail(p, ERR_STANDBY_MISMATCH, "the pool is not the standby's memory");
+        p->sb_adopted = p->sb && r >= 0;
+        /* before anything is allocated: nothing else may land on the standby's content */
+        for (size_t i = 0; p->sb && i < p->sb_n && r >= 0; i++)
+            if ((r = target_pool_reserve(t, p->sb[i].off, p->sb[i].size)) < 0)
+                r = fail(p, ERR_STANDBY_MISMATCH, "standby extent at %zu does not fit the pool",
+                         p->sb[i].off);
+        t->constructed = true; /* nothing made now is bootstrap */
+        if (r >= 0)
+            r = recreate(p, st);
+        if (r == -ENOMEM)
+            fail(p, r, "out of memory");
+        pthread_mutex_unlock(&t->lock);
+    }
+    if (r >= 0 && (r = target_launch(t)) < 0)
+        fail(p, r, "starting the process: %s", strerror(-r));
+    if (r >= 0)
+        ecu_timer_kick(t->ecu); /* the re-armed timers may be due before any other */
+    free(p->map);
+    p->map = NULL;
+    p->n = p->cap = 0;
+    if (r < 0) {
+        target_teardown(t);
+        t->state = before;
+        return r;
+    }
     return 0;
 }
 
@@ -674,28 +755,31 @@ int rtcr_target_restore(rtcr_target_t *t, uint64_t epoch, char *err, size_t errs
     if ((r = check_state(&p, st)) < 0)
         return r;
 
-    enum rtcr_target_state before = t->state;
-    t->state = RTCR_TARGET_RESTORING;
-    r = target_prepare(t);
-    if (r < 0)
-        fail(&p, r, "new incarnation: %s", strerror(-r));
-    if (r >= 0) {
+    struct standby_ext *lay = NULL;
+    uint64_t ino = 0;
+    if (standby_take(t, epoch, &lay, &p.sb_n, &ino, NULL) == 0) {
+        p.sb = lay;
+        r = incarnate(&p, st, ino);
+        free(lay);
+        p.sb = NULL;
+        p.sb_n = 0;
+        if (r >= 0) {
+            t->last_restore = RTCR_RESTORE_STANDBY;
+            return 0;
+        }
+        /* whatever went wrong, the decoding path decides (and reports its own error); a
+         * standby memfd that make_pool did not adopt must not be taken as zeroed memory */
+        struct stat sst;
         pthread_mutex_lock(&t->lock);
-        t->constructed = true; /* nothing made now is bootstrap */
-        r = recreate(&p, st);
-        if (r == -ENOMEM)
-            fail(&p, r, "out of memory");
+        if (!p.sb_adopted && t->spare && fstat(t->spare_fd, &sst) == 0 &&
+            (uint64_t)sst.st_ino == ino)
+            target_spare_drop(t);
         pthread_mutex_unlock(&t->lock);
+        if (err && errsz)
+            err[0] = '\0';
     }
-    if (r >= 0 && (r = target_launch(t)) < 0)
-        fail(&p, r, "starting the process: %s", strerror(-r));
+    r = incarnate(&p, st, 0);
     if (r >= 0)
-        ecu_timer_kick(t->ecu); /* the re-armed timers may be due before any other */
-    free(p.map);
-    if (r < 0) {
-        target_teardown(t);
-        t->state = before;
-        return r;
-    }
-    return 0;
+        t->last_restore = RTCR_RESTORE_DECODE;
+    return r;
 }

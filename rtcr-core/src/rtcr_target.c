@@ -24,6 +24,11 @@
  * the rest punched out), and the next incarnation of the same size takes it over, pages
  * allocated and mapped. It is kept only if no process can still hold it (the target's
  * process group is empty) and the target is still listed by its ECU (not being removed).
+ *
+ * The hot standby (rtcr_standby.c) is a memfd made like a pool. A restore from it moves it
+ * into the kept-pool slot, which make_pool adopts, and reserves its dataspaces' extents
+ * (target_pool_reserve) so that each recreated dataspace claims its extent (pool_claim)
+ * instead of being placed first-fit, and nothing else is placed on their content.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -83,6 +88,15 @@ void target_log_line(struct rtcr_target *t, const char *line)
 
 int target_pool_alloc(struct rtcr_target *t, size_t size, size_t *ret_off)
 {
+    if (t->pool_claim) { /* a restore from the standby: the content is there already */
+        for (struct extent *e = t->pool_used; e; e = e->next)
+            if (e->reserved && e->off == t->pool_claim_off && e->size == size) {
+                e->reserved = false;
+                *ret_off = e->off;
+                return 0;
+            }
+        return -EADDRNOTAVAIL;
+    }
     size_t off = 0;
     struct extent **pp = &t->pool_used;
     for (; *pp; pp = &(*pp)->next) {
@@ -97,10 +111,37 @@ int target_pool_alloc(struct rtcr_target *t, size_t size, size_t *ret_off)
         return -ENOMEM;
     e->off = off;
     e->size = size;
+    e->reserved = false;
     e->next = *pp;
     *pp = e;
     *ret_off = off;
     return 0;
+}
+
+int target_pool_reserve(struct rtcr_target *t, size_t off, size_t size)
+{
+    if (size == 0 || off > t->pool_size || size > t->pool_size - off)
+        return -ENOSPC;
+    struct extent **pp = &t->pool_used;
+    size_t end = 0;
+    for (; *pp && (*pp)->off < off + size; pp = &(*pp)->next)
+        end = (*pp)->off + (*pp)->size;
+    if (end > off || (*pp && (*pp)->off < off + size))
+        return -EEXIST;
+    struct extent *e = malloc(sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    *e = (struct extent){.next = *pp, .off = off, .size = size, .reserved = true};
+    *pp = e;
+    return 0;
+}
+
+bool target_pool_has_reserved(struct rtcr_target *t)
+{
+    for (struct extent *e = t->pool_used; e; e = e->next)
+        if (e->reserved)
+            return true;
+    return false;
 }
 
 void target_pool_free(struct rtcr_target *t, size_t off, size_t size)
@@ -350,24 +391,19 @@ static int pool_zero(int fd, uint8_t *pool, size_t size)
     return r;
 }
 
-static int make_pool(struct rtcr_target *t)
+size_t target_pool_bytes(struct rtcr_target *t)
 {
     size_t size = t->ram_quota + file_size(t->binary) + POOL_SLACK;
     for (size_t i = 0; i < t->n_roms; i++)
         size += file_size(t->roms[i].path) + PAGE_SZ;
-    size = (size + PAGE_SZ - 1) & ~(size_t)(PAGE_SZ - 1);
-    if (t->spare && t->spare_size == size) {
-        t->pool_fd = t->spare_fd;
-        t->pool = t->spare;
-        t->pool_size = size;
-        t->spare = NULL;
-        t->spare_fd = -1;
-        t->spare_size = 0;
-        return 0;
-    }
-    target_spare_drop(t);
-    char name[NAME_MAX_LEN + 16];
-    snprintf(name, sizeof(name), "rtcr-pool-%s", t->name);
+    return (size + PAGE_SZ - 1) & ~(size_t)(PAGE_SZ - 1);
+}
+
+int target_pool_create(struct rtcr_target *t, const char *what, size_t size, int *ret_fd,
+                       uint8_t **ret_map)
+{
+    char name[NAME_MAX_LEN + 24];
+    snprintf(name, sizeof(name), "rtcr-%s-%s", what, t->name);
     int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return -errno;
@@ -384,6 +420,30 @@ static int make_pool(struct rtcr_target *t)
         close(fd);
         return r;
     }
+    *ret_fd = fd;
+    *ret_map = p;
+    return 0;
+}
+
+static int make_pool(struct rtcr_target *t)
+{
+    size_t size = target_pool_bytes(t);
+    /* the kept pool of the previous incarnation, or the standby a restore moved there */
+    if (t->spare && t->spare_size == size) {
+        t->pool_fd = t->spare_fd;
+        t->pool = t->spare;
+        t->pool_size = size;
+        t->spare = NULL;
+        t->spare_fd = -1;
+        t->spare_size = 0;
+        return 0;
+    }
+    target_spare_drop(t);
+    int fd;
+    uint8_t *p;
+    int r = target_pool_create(t, "pool", size, &fd, &p);
+    if (r < 0)
+        return r;
     t->pool_fd = fd;
     t->pool = p;
     t->pool_size = size;

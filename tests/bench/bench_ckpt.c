@@ -800,14 +800,19 @@ static struct sustained sustained(struct ckb *b)
 /* ---- 4: restore --------------------------------------------------------------------------- */
 
 struct restore {
-    unsigned runs;      /* restores */
-    uint64_t p50, max;  /* until running, us */
-    uint64_t call50;    /* rtcr_target_restore returned, us */
-    uint64_t mat50;     /* rtcr_image_materialize of the same image alone, us */
-    uint64_t down50;    /* SIGKILL until reaped and torn down (the kept pool zeroed), us */
-    bool continues;     /* every restored incarnation continued its count */
-    size_t image_bytes; /* stored bytes of the chain (last run) */
-    unsigned epochs;    /* epochs in the chain */
+    unsigned runs;       /* restores */
+    bool standby;        /* the target keeps a hot standby (ckpt params) */
+    uint64_t p50, max;   /* until running, us */
+    uint64_t call50;     /* rtcr_target_restore returned, us */
+    uint64_t mat50;      /* rtcr_image_materialize of the same image alone, us */
+    uint64_t down50;     /* SIGKILL until reaped and torn down (the kept pool zeroed), us */
+    uint64_t apply50;    /* standby update of an incremental epoch (1 MiB), p50 us */
+    uint64_t apply_full; /* standby rebuild by the full epoch (64 MiB), p50 us */
+    unsigned via_standby; /* restores that took the standby */
+    unsigned via_decode;  /* restores that decoded the image */
+    bool continues;      /* every restored incarnation continued its count */
+    size_t image_bytes;  /* stored bytes of the chain (last run) */
+    unsigned epochs;     /* epochs in the chain */
 };
 
 static size_t image_bytes(const rtcr_image_t *img)
@@ -823,23 +828,46 @@ static size_t image_bytes(const rtcr_image_t *img)
     return sum;
 }
 
-static struct restore restore_bench(struct ckb *b)
+/* Restores of a 64 MiB target with (standby) or without a hot standby: the second measures
+ * the decoding path, which is also the fallback whenever the standby cannot be used. */
+static struct restore restore_bench(struct ckb *b, bool standby)
 {
-    struct restore res = {.runs = b->quick ? 3 : 7, .continues = true, .epochs = 10};
-    rtcr_target_t *t = mw_start(b, "mw-restore", 64 * MIB,
+    struct restore res = {
+        .runs = b->quick ? 3 : 7, .standby = standby, .continues = true, .epochs = 10};
+    rtcr_target_t *t = mw_start(b, standby ? "mw-restore-sb" : "mw-restore", 64 * MIB,
                                 "mem_mib=64\ndirty_kib=1024\nperiod_us=0\nirq_line=%u\n"
                                 "report_ms=1000\n",
                                 IRQ_LINE);
+    rtcr_ckpt_params_t cp = {.dirty_mode = -1,
+                             .granularity = 4096,
+                             .quiesce_timeout_usec = 500000,
+                             .state_dir = NULL,
+                             .max_chain = 0,
+                             .standby = standby};
+    int r = rtcr_target_set_ckpt_params(t, &cp);
+    if (r < 0)
+        die("checkpoint params: %s", strerror(-r));
     uint64_t *until = calloc(res.runs, sizeof(*until)), *call = calloc(res.runs, sizeof(*call));
     uint64_t *mat = calloc(res.runs, sizeof(*mat)), *down = calloc(res.runs, sizeof(*down));
-    if (!until || !call || !mat || !down)
+    uint64_t *apply = calloc((size_t)res.runs * res.epochs, sizeof(*apply));
+    uint64_t *full = calloc(res.runs, sizeof(*full));
+    if (!until || !call || !mat || !down || !apply || !full)
         die("out of memory");
+    unsigned n_apply = 0;
     uint64_t n = 0;
     for (unsigned run = 0; run < res.runs; run++) {
         rtcr_epoch_stats_t st;
+        rtcr_standby_info_t si;
         for (unsigned e = 0; e < res.epochs; e++) { /* full, then incremental */
             batch(b, ++n);
             checkpoint(t, &st);
+            rtcr_target_standby_info(t, &si);
+            if (standby && !si.ready)
+                die("no standby after epoch %" PRIu64 ": %s", st.epoch, si.why);
+            if (standby && e == 0)
+                full[run] = si.apply_usec;
+            else if (standby)
+                apply[n_apply++] = si.apply_usec;
         }
         const rtcr_image_t *img = rtcr_target_image(t);
         res.image_bytes = image_bytes(img);
@@ -847,15 +875,12 @@ static struct restore restore_bench(struct ckb *b)
         rtcr_memstate_t *ms = NULL;
         rtcr_image_err_t ierr = {{0}};
         uint64_t m0 = bench_now_nsec();
-        int r = rtcr_image_materialize(img, 0 + rtcr_image_last(img), &ierr, &ms);
+        r = rtcr_image_materialize(img, 0 + rtcr_image_last(img), &ierr, &ms);
         mat[run] = (bench_now_nsec() - m0) / 1000u;
         if (r < 0)
             die("materialize: %s", ierr.msg);
         rtcr_memstate_destroy(&ms);
 
-        pthread_mutex_lock(&b->lock);
-        unsigned exited = b->exited;
-        pthread_mutex_unlock(&b->lock);
         uint64_t k0 = bench_now_nsec();
         if ((r = rtcr_target_kill(t)) < 0)
             die("kill: %s", strerror(-r));
@@ -867,7 +892,6 @@ static struct restore restore_bench(struct ckb *b)
         if (rtcr_target_state(t) != RTCR_TARGET_FAILED)
             die("killed target not reaped");
         down[run] = (bench_now_nsec() - k0) / 1000u;
-        (void)exited;
 
         pthread_mutex_lock(&b->lock);
         unsigned before = b->started;
@@ -887,6 +911,11 @@ static struct restore restore_bench(struct ckb *b)
                 rtcr_target_state_name(rtcr_target_state(t)), rtcr_target_failure(t));
         until[run] = (ts - t0) / 1000u;
         call[run] = (t1 - t0) / 1000u;
+        rtcr_target_standby_info(t, &si);
+        if (si.last_restore == RTCR_RESTORE_STANDBY)
+            res.via_standby++;
+        else
+            res.via_decode++;
         /* it continues: the next interrupt is number n + 1 for the restored target too */
         if (rtcr_ecu_irq_fire(b->ecu, IRQ_LINE) != 1)
             res.continues = false;
@@ -904,10 +933,14 @@ static struct restore restore_bench(struct ckb *b)
     res.call50 = pct(call, res.runs, 0.50);
     res.mat50 = pct(mat, res.runs, 0.50);
     res.down50 = pct(down, res.runs, 0.50);
+    res.apply50 = n_apply ? pct(apply, n_apply, 0.50) : 0;
+    res.apply_full = standby ? pct(full, res.runs, 0.50) : 0;
     free(down);
     free(until);
     free(call);
     free(mat);
+    free(apply);
+    free(full);
     mw_remove(b, &t);
     return res;
 }
@@ -1078,15 +1111,17 @@ static void encoding_report(const struct pause_row *rows, unsigned nrows)
                key_ratio * 100, key_ratio > 0 ? 1.0 / key_ratio : 0, verdict(key_ratio >= 0.8));
 }
 
-/* Benchmark 4: restore of a 64 MiB target; rows give the LZ4 decompression speed. */
+/* Benchmark 4: restore of a 64 MiB target, with the hot standby and without it (the decoding
+ * path, which is also the fallback); rows give the LZ4 decompression speed. */
 static void restore_report(struct ckb *b, const struct limits *lim, const struct pause_row *rows,
                            unsigned nrows)
 {
     printf("\n-- 4. restore of a 64 MiB target from the in-memory image --\n");
     printf("method: chain of 1 full + 9 incremental epochs (1 MiB batches), SIGKILL, reap, time "
            "rtcr_target_restore\nuntil the target reports running (event STARTED \"restored\"); "
-           "then one interrupt must give count n+1\n");
-    struct restore rs = restore_bench(b);
+           "then one interrupt must give count n+1;\nonce with a hot standby (the restore takes "
+           "it as its pool), once without (the chain is decoded: the fallback path)\n");
+    struct restore sb = restore_bench(b, true), dec = restore_bench(b, false);
     const struct enc_result *ke = NULL;
     for (unsigned i = 0; i < nrows; i++)
         if (rows[i].have_enc && rows[i].dirty == MIB)
@@ -1094,23 +1129,37 @@ static void restore_report(struct ckb *b, const struct limits *lim, const struct
     double floor_ms = (64.0 * MIB) / lim->memcpy_warm * 1e3;
     if (ke)
         floor_ms += (64.0 * MIB) / ke->lz4_dec_bps * 1e3;
-    printf("runs %u, image %.1f MiB in %u epochs: until running p50 %.1f ms (max %.1f ms); "
-           "restore call p50 %.1f ms;\n  materialize alone p50 %.1f ms; floor (%s) "
+    printf("%-8s %4s %9s %9s %9s %11s %10s %10s %9s\n", "path", "runs", "p50_ms", "max_ms",
+           "call_ms", "teardown_ms", "standby/dec", "apply_us", "full_us");
+    const struct restore *v[2] = {&sb, &dec};
+    for (int i = 0; i < 2; i++)
+        printf("%-8s %4u %9.1f %9.1f %9.1f %11.1f %5u/%-5u %10" PRIu64 " %9" PRIu64 "\n",
+               v[i]->standby ? "standby" : "decode", v[i]->runs, v[i]->p50 / 1e3,
+               v[i]->max / 1e3, v[i]->call50 / 1e3, v[i]->down50 / 1e3, v[i]->via_standby,
+               v[i]->via_decode, v[i]->apply50, v[i]->apply_full);
+    printf("image %.1f MiB in %u epochs; materialize alone p50 %.1f ms; floor of decoding (%s) "
            "%.1f ms; continues: %s\n"
-           "  before it (not in the times above): kill until reaped and torn down, with the pool "
-           "zeroed for reuse, p50 %.1f ms\n",
-           rs.runs, (double)rs.image_bytes / MIB, rs.epochs, rs.p50 / 1e3, rs.max / 1e3,
-           rs.call50 / 1e3, rs.mat50 / 1e3,
+           "  apply_us: standby update per incremental epoch (memcpy of the staged 1 MiB, after "
+           "the thaw), full_us: its rebuild by the full epoch;\n  teardown (not in the times "
+           "above): kill until reaped and torn down, with the pool zeroed for reuse\n",
+           (double)dec.image_bytes / MIB, dec.epochs, dec.mat50 / 1e3,
            ke ? "LZ4 decompress + memcpy of 64 MiB" : "memcpy of 64 MiB; LZ4 needs `pause`",
-           floor_ms, rs.continues ? "yes" : "NO", rs.down50 / 1e3);
-    printf("restore until running: p50 %.1f ms (goal <= 30 ms) %s\n", rs.p50 / 1e3,
-           verdict(rs.p50 <= 30000));
-    printf("BENCH ckpt_restore_64MiB_p50=%.1f ms\n", rs.p50 / 1e3);
-    printf("BENCH ckpt_restore_64MiB_call_p50=%.1f ms\n", rs.call50 / 1e3);
-    printf("BENCH ckpt_restore_64MiB_materialize_p50=%.1f ms\n", rs.mat50 / 1e3);
+           floor_ms, sb.continues && dec.continues ? "yes" : "NO");
+    printf("restore until running: p50 %.1f ms via %s (goal <= 30 ms) %s; without standby "
+           "p50 %.1f ms %s\n",
+           sb.p50 / 1e3, sb.via_standby == sb.runs ? "the standby" : "the FALLBACK",
+           verdict(sb.p50 <= 30000), dec.p50 / 1e3, verdict(dec.p50 <= 30000));
+    printf("BENCH ckpt_restore_64MiB_p50=%.1f ms\n", sb.p50 / 1e3);
+    printf("BENCH ckpt_restore_64MiB_call_p50=%.1f ms\n", sb.call50 / 1e3);
+    printf("BENCH ckpt_restore_64MiB_standby_runs=%u count\n", sb.via_standby);
+    printf("BENCH ckpt_restore_64MiB_decode_p50=%.1f ms\n", dec.p50 / 1e3);
+    printf("BENCH ckpt_restore_64MiB_decode_call_p50=%.1f ms\n", dec.call50 / 1e3);
+    printf("BENCH ckpt_restore_64MiB_materialize_p50=%.1f ms\n", dec.mat50 / 1e3);
     printf("BENCH ckpt_restore_64MiB_floor=%.1f ms\n", floor_ms);
-    printf("BENCH ckpt_restore_64MiB_teardown_p50=%.1f ms\n", rs.down50 / 1e3);
-    printf("BENCH ckpt_restore_continues=%d bool\n", rs.continues);
+    printf("BENCH ckpt_restore_64MiB_teardown_p50=%.1f ms\n", dec.down50 / 1e3);
+    printf("BENCH ckpt_standby_apply_1MiB_p50=%" PRIu64 " us\n", sb.apply50);
+    printf("BENCH ckpt_standby_rebuild_64MiB_p50=%" PRIu64 " us\n", sb.apply_full);
+    printf("BENCH ckpt_restore_continues=%d bool\n", sb.continues && dec.continues);
 }
 
 /* The params directory; atexit needs it without an argument. */

@@ -366,7 +366,7 @@ static const bad_case_t bad_cases[] = {
     {"unknown target key lists the checkpoint keys",
      "targets\n    brake\n        binary = brake\n        checkpoint = 10\n",
      ": targets/brake/checkpoint: unknown key (known: binary, ram, caps, autostart, provides, rom, "
-     "checkpoint_ms, on_crash, dirty_tracking, granularity, quiesce_ms, max_chain)"},
+     "checkpoint_ms, on_crash, dirty_tracking, granularity, quiesce_ms, max_chain, standby)"},
 };
 
 static void test_errors(void **state)

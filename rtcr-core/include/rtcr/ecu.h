@@ -143,6 +143,10 @@ typedef struct rtcr_ckpt_params {
                                       only) */
     unsigned max_chain;            /* compact the chain into one full epoch beyond this many
                                       epochs (0: never) */
+    bool standby;                  /* keep a hot standby: one more copy of the target's memory,
+                                      updated after every epoch, that a restore of the newest
+                                      epoch takes instead of decoding the image (off by default;
+                                      docs/checkpoint-restore.md) */
 } rtcr_ckpt_params_t;
 
 /* Statistics of one epoch (in the style of CRIU's dump statistics). */
@@ -190,6 +194,45 @@ int rtcr_target_adopt_image(rtcr_target_t *t, struct rtcr_image **img);
  * running, -ENOENT no image/epoch, -EBADMSG corrupt image, -EXDEV binary differs (build id),
  * -EDQUOT quota, -errno. `err` names the epoch and the cause. */
 int rtcr_target_restore(rtcr_target_t *t, uint64_t epoch, char *err, size_t errsz);
+
+/* ---- hot standby (rtcr_standby.c) ---------------------------------------------------------- */
+
+/* How a restore got the target's memory. */
+enum rtcr_restore_path {
+    RTCR_RESTORE_NONE = 0, /* no restore yet */
+    RTCR_RESTORE_STANDBY,  /* took the hot standby as its pool: nothing decoded */
+    RTCR_RESTORE_DECODE,   /* materialised the image's chain into the pool (LZ4 + hashes) */
+    RTCR_RESTORE_PATH_MAX
+};
+const char *rtcr_restore_path_name(enum rtcr_restore_path p); /* "standby", "decode", "none" */
+
+/* State of a target's hot standby. */
+typedef struct rtcr_standby_info {
+    bool enabled;           /* the checkpoint parameters ask for a standby */
+    bool ready;             /* it holds the memory of `epoch`, the newest epoch of the image */
+    uint64_t epoch;         /* epoch held, 0 if not ready */
+    size_t bytes;           /* memory it holds (its memfd, the size of the target's pool) */
+    size_t dataspaces;      /* dataspaces in its layout (when ready) */
+    uint64_t apply_usec;    /* how long the last update took (after the thaw) */
+    uint64_t applied_bytes; /* bytes copied (or zeroed) by the last update */
+    unsigned rebuilds;      /* full epochs that rebuilt it */
+    unsigned taken;         /* restores that took it */
+    char why[96];           /* if not ready: why ("checkpoint failed", "taken by a restore",
+                               "image adopted", ...); "" if ready */
+    enum rtcr_restore_path last_restore; /* how the last successful restore got its memory */
+} rtcr_standby_info_t;
+
+/* The standby state of the target. Never fails (0). */
+int rtcr_target_standby_info(rtcr_target_t *t, rtcr_standby_info_t *ret_info);
+
+/* Call fn for every dataspace of a ready standby in its layout order, with its badge (as in
+ * the image), size and content (borrowed for the call). For tests and diagnostics; must not
+ * run concurrently with a checkpoint or restore of the target. -ENOENT not ready; fn's
+ * non-zero return stops and is returned. */
+int rtcr_target_standby_foreach(rtcr_target_t *t,
+                                int (*fn)(void *ctx, uint32_t badge, uint64_t size,
+                                          const uint8_t *data),
+                                void *ctx);
 
 /* The GNU build id of an ELF file (NT_GNU_BUILD_ID); returns its length or -errno
  * (-ENOENT no such note). */
