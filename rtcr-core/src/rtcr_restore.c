@@ -584,7 +584,27 @@ static int install_caps(struct plan *p, const RtcrImg__CapSpace *cs, struct sess
     return 0;
 }
 
-/* Rewrite the badges in the component's cap map and object pool. */
+/* Does `slot` of the restored task hold the IRQ of the PD's signal source `id`? The cap map
+ * entry of a signal source's slot is its source id (what PD alloc_signal_source returns and
+ * the IRQ's label), not a badge: source ids survive a restore unchanged, and they are small
+ * numbers that an old badge may equal, so the slot's object decides, not the value. */
+static bool slot_holds_source(struct plan *p, struct session *pd, unsigned slot, uint32_t id)
+{
+    rtcr_kernel_t *k = p->t->ecu->kernel;
+    rtcr_kobj_t *o;
+    unsigned rights;
+    if (id >= pd->u.pd.next_source_id || rtcr_task_lookup(k, p->t->task, slot, &o, &rights) < 0)
+        return false;
+    bool found = false;
+    for (struct sigsrc *src = pd->u.pd.sources; src && !found; src = src->next)
+        found = src->irq == o && src->id == id;
+    rtcr_kobj_unref(&o);
+    return found;
+}
+
+/* Rewrite the badges in the component's cap map and object pool. Signal source slots keep
+ * their source id: were it cleared, the component would take the slot as free, reuse it as
+ * a receive window and so replace the entrypoint's source IRQ, which then stays masked. */
 static int rewrite_root(struct plan *p, struct session *pd)
 {
     struct rtcr_target *t = p->t;
@@ -612,6 +632,8 @@ static int rewrite_root(struct plan *p, struct session *pd)
     for (unsigned slot = 0; slot < RTCR_CAP_SLOTS; slot++) {
         uint32_t b = cr->capmap[slot];
         if (b == 0)
+            continue;
+        if (b != RTCR_CAPMAP_RESERVED && slot_holds_source(p, pd, slot, b))
             continue;
         /* a receive window left reserved, or a capability of an object that is gone */
         cr->capmap[slot] = b == RTCR_CAPMAP_RESERVED ? 0 : map_badge(p, b);

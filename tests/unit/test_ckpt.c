@@ -461,6 +461,145 @@ static void test_not_running(void **state)
     assert_non_null(strstr(err, "no image"));
 }
 
+/* ---- logger: one-shot timers re-armed from its handler, RAM churn and a user signal to a
+ * second entrypoint, through two rounds of checkpoint, kill and restore ------------------ */
+
+struct lfx {
+    rtcr_ecu_t *ecu;   /* the ECU */
+    rtcr_target_t *t;  /* logger */
+    char dir[64];      /* state dir */
+};
+
+static int logger_setup(void **state)
+{
+    struct lfx *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/rtcr-test-ckpt-logger.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->ecu = new_ecu("ecu-l");
+    f->t = add(f->ecu, "logger", tu_target_path("logger"), 8u << 20, f->dir);
+    *state = f;
+    return 0;
+}
+
+static int logger_teardown(void **state)
+{
+    struct lfx *f = *state;
+    rtcr_ecu_destroy(&f->ecu);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+/* What the logger's LOG says: its newest round, rounds whose RAM churn failed, and the
+ * newest round after which the audit entrypoint handled a signal. */
+struct rounds {
+    long last;        /* highest "logger: round=<n>", -1 if none */
+    long bad;         /* rounds whose verdict was not "ram ok" */
+    long audit_after; /* highest "logger: audit <k> after round <n>", -1 if none */
+};
+
+static int round_line(void *ctx, const char *line)
+{
+    struct rounds *r = ctx;
+    long n, k;
+    const char *at = strstr(line, "logger: ");
+    if (!at)
+        return 0;
+    if (sscanf(at, "logger: round=%ld", &n) == 1) {
+        if (n > r->last)
+            r->last = n;
+        r->bad += strstr(line, "(ram ok)") == NULL;
+    } else if (sscanf(at, "logger: audit %ld after round %ld", &k, &n) == 2 &&
+               n > r->audit_after) {
+        r->audit_after = n;
+    }
+    return 0;
+}
+
+static struct rounds logger_rounds(rtcr_target_t *t)
+{
+    struct rounds r = {-1, 0, -1};
+    rtcr_target_foreach_log(t, round_line, &r);
+    return r;
+}
+
+static int print_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    print_message("  | %s\n", line);
+    return 0;
+}
+
+/* Wait (bounded) until the logger logged round >= min_round and an audit after a round >=
+ * min_audit (-1: none needed); returns what it logged by then. */
+static struct rounds wait_rounds(rtcr_target_t *t, long min_round, long min_audit,
+                                 unsigned timeout_ms)
+{
+    struct rounds r = logger_rounds(t);
+    for (unsigned waited = 0;
+         (r.last < min_round || r.audit_after < min_audit) && waited < timeout_ms; waited += 10) {
+        tu_sleep_ms(10);
+        r = logger_rounds(t);
+    }
+    return r;
+}
+
+static void logger_restores(struct lfx *f, bool standby)
+{
+    rtcr_ckpt_params_t cp = {.dirty_mode = -1, .granularity = 4096,
+                             .quiesce_timeout_usec = 3000000, .state_dir = f->dir,
+                             .standby = standby};
+    assert_int_equal(rtcr_target_set_ckpt_params(f->t, &cp), 0);
+    assert_int_equal(rtcr_target_start(f->t), 0);
+    assert_true(tu_wait_state(f->ecu, f->t, RTCR_TARGET_RUNNING, 3000));
+    assert_true(wait_rounds(f->t, 3, -1, 5000).last >= 3);
+
+    /* twice: checkpoint, kill, restore; the restored logger must go on round after round. It
+     * repeats at most the rounds logged between the checkpoint and the kill, so rounds beyond
+     * the newest one logged before the kill are its own progress. Each round allocates a
+     * dataspace (a receive window in the cap map) and re-arms the one-shot timer; an audit
+     * signal goes to the second entrypoint every 10 rounds. */
+    for (int pass = 1; pass <= 2; pass++) {
+        checkpoint_ok(f->t, NULL);
+        assert_int_equal(rtcr_target_kill(f->t), 0);
+        assert_true(tu_wait_state(f->ecu, f->t, RTCR_TARGET_FAILED, 3000));
+        long at_kill = logger_rounds(f->t).last;
+        assert_true(at_kill >= 3);
+        char err[512];
+        int r = rtcr_target_restore(f->t, 0, err, sizeof(err));
+        if (r < 0)
+            fail_msg("restore %d of logger failed: %s", pass, err);
+        assert_true(tu_wait_state(f->ecu, f->t, RTCR_TARGET_RUNNING, 3000));
+        rtcr_standby_info_t si;
+        assert_int_equal(rtcr_target_standby_info(f->t, &si), 0);
+        assert_int_equal(si.last_restore, standby ? RTCR_RESTORE_STANDBY : RTCR_RESTORE_DECODE);
+        /* the second time also a round that signals the audit entrypoint */
+        long audit = pass == 2 ? (at_kill / 10 + 1) * 10 : -1;
+        struct rounds got = wait_rounds(f->t, at_kill + 3, audit, 8000);
+        if (got.last < at_kill + 3 || got.audit_after < audit) {
+            rtcr_target_foreach_log(f->t, print_line, NULL);
+            fail_msg("restore %d (%s): logger stopped at round %ld (killed at %ld), newest "
+                     "audit after round %ld (expected %ld)",
+                     pass, standby ? "standby" : "decode", got.last, at_kill, got.audit_after,
+                     audit);
+        }
+        assert_int_equal(got.bad, 0);
+    }
+}
+
+static void test_logger_continues_after_restore(void **state)
+{
+    logger_restores(*state, false);
+}
+
+static void test_logger_continues_after_standby_restore(void **state)
+{
+    logger_restores(*state, true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +610,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_on_another_ecu, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_running, setup, teardown),
         cmocka_unit_test(test_quiesce_timeout),
+        cmocka_unit_test_setup_teardown(test_logger_continues_after_restore, logger_setup,
+                                        logger_teardown),
+        cmocka_unit_test_setup_teardown(test_logger_continues_after_standby_restore,
+                                        logger_setup, logger_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
