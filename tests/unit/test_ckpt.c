@@ -21,6 +21,7 @@
 #include <rtcr/image.h>
 
 #include "../lib/target_util.h"
+#include "ckpt_helpers.h"
 
 /* ---- fixture: an ECU, a brake target, and a thread firing IRQ line 5 every 5 ms ---------- */
 
@@ -86,26 +87,9 @@ static int teardown(void **state)
     f->stop = true;
     pthread_join(f->sensor, NULL);
     rtcr_ecu_destroy(&f->ecu);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    rm_dir(f->dir);
     free(f);
     return 0;
-}
-
-static void checkpoint_ok(rtcr_target_t *t, rtcr_epoch_stats_t *st)
-{
-    char err[512] = "";
-    rtcr_epoch_stats_t local;
-    int r = rtcr_target_checkpoint(t, st ? st : &local, err, sizeof(err));
-    if (r < 0)
-        fail_msg("checkpoint failed: %d %s", r, err);
-}
-
-static void kill_wait(struct fx *f, rtcr_target_t *t)
-{
-    assert_int_equal(rtcr_target_kill(t), 0);
-    assert_true(tu_wait_state(f->ecu, t, RTCR_TARGET_FAILED, 3000));
 }
 
 /* All tick values in the LOG, in order, never decrease: a restart from zero would. */
@@ -146,7 +130,7 @@ static void test_continuity_and_cap_space(void **state)
     long tick_ckpt, irq_ckpt;
     assert_true(tu_last_tick(f->brake, &tick_ckpt, &irq_ckpt));
 
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
     char err[512];
     int r = rtcr_target_restore(f->brake, 0, err, sizeof(err));
     if (r < 0)
@@ -204,7 +188,7 @@ static void test_badge_collision(void **state)
     rtcr_kernel_t *k = rtcr_ecu_kernel(f->ecu);
     checkpoint_ok(f->brake, NULL);
     assert_int_equal(tu_caps_get(f->brake, &before), 0);
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
     /* other components of this ECU now hold every badge the target had */
     unsigned reserved = 0;
     for (unsigned i = 0; i < before.n; i++)
@@ -255,7 +239,7 @@ static void test_chain_of_100_equals_compacted(void **state)
     /* stop the target at once: ticks it logged after epoch 100 would be rolled back by the
      * restore below (and the work below takes seconds under valgrind) */
     long tick, irq;
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
     assert_true(tu_last_tick(f->brake, &tick, &irq));
     const rtcr_image_t *img = rtcr_target_image(f->brake);
     assert_int_equal(rtcr_image_count(img), 100);
@@ -316,7 +300,7 @@ static void test_corrupt_truncated_foreign_images(void **state)
         checkpoint_ok(f->brake, NULL);
         tu_sleep_ms(20);
     }
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
 
     /* a corrupt newest epoch: the good prefix 1..3 is used, the error names epoch 4 */
     corrupt_file(f->dir, 4, false);
@@ -327,7 +311,7 @@ static void test_corrupt_truncated_foreign_images(void **state)
     assert_int_equal(rtcr_target_pid(f->brake), 0);
     assert_int_equal(rtcr_target_restore(f->brake, 0, err, sizeof(err)), 0);
     assert_true(tu_wait_state(f->ecu, f->brake, RTCR_TARGET_RUNNING, 3000));
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
 
     /* a truncated epoch 2: only epoch 1 is left */
     corrupt_file(f->dir, 2, true);
@@ -370,7 +354,7 @@ static void test_restore_on_another_ecu(void **state)
     checkpoint_ok(f->brake, NULL);
     long tick, irq;
     assert_true(tu_last_tick(f->brake, &tick, &irq));
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
 
     rtcr_ecu_t *b = new_ecu("ecu-b");
     rtcr_target_t *t = add(b, "brake", tu_target_path("brake"), 8u << 20, f->dir);
@@ -486,9 +470,7 @@ static int logger_teardown(void **state)
 {
     struct lfx *f = *state;
     rtcr_ecu_destroy(&f->ecu);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    rm_dir(f->dir);
     free(f);
     return 0;
 }

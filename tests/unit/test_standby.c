@@ -33,6 +33,7 @@
 #include "../../ecu-agent/agent_config.h"
 #include "../../rtcr-core/src/ecu_internal.h"
 #include "../lib/target_util.h"
+#include "ckpt_helpers.h"
 
 /* ---- synthetic chains through the hooks ------------------------------------------------ */
 
@@ -493,26 +494,9 @@ static int teardown(void **state)
     f->stop = true;
     pthread_join(f->sensor, NULL);
     rtcr_ecu_destroy(&f->ecu);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-    assert_int_equal(system(cmd), 0);
+    rm_dir(f->dir);
     free(f);
     return 0;
-}
-
-static void checkpoint_ok(rtcr_target_t *t, rtcr_epoch_stats_t *st)
-{
-    char err[512] = "";
-    rtcr_epoch_stats_t local;
-    int r = rtcr_target_checkpoint(t, st ? st : &local, err, sizeof(err));
-    if (r < 0)
-        fail_msg("checkpoint failed: %d %s", r, err);
-}
-
-static void kill_wait(struct fx *f, rtcr_target_t *t)
-{
-    assert_int_equal(rtcr_target_kill(t), 0);
-    assert_true(tu_wait_state(f->ecu, t, RTCR_TARGET_FAILED, 10000));
 }
 
 static void restore_ok(struct fx *f, rtcr_target_t *t, uint64_t epoch, enum rtcr_restore_path want)
@@ -571,7 +555,7 @@ static void test_restore_via_standby_continues(void **state)
         long tick_ckpt, irq_ckpt;
         assert_true(tu_last_tick(f->brake, &tick_ckpt, &irq_ckpt));
 
-        kill_wait(f, f->brake);
+        kill_wait(f->ecu, f->brake);
         restore_ok(f, f->brake, 0, RTCR_RESTORE_STANDBY);
         rtcr_target_standby_info(f->brake, &si);
         assert_false(si.ready); /* it is the pool now */
@@ -598,7 +582,7 @@ static void test_older_epoch_falls_back(void **state)
         tu_sleep_ms(40);
     }
     expect_standby_equals_newest(f->brake);
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
     restore_ok(f, f->brake, 2, RTCR_RESTORE_DECODE);
     assert_true(tu_wait_tick(f->brake, tick2 + 10, 0, 5000) >= 0);
     /* the standby still holds epoch 4, the newest of the image: it was not touched */
@@ -608,7 +592,7 @@ static void test_older_epoch_falls_back(void **state)
     assert_true(st.full);
     assert_int_equal(st.epoch, 5);
     expect_standby_equals_newest(f->brake);
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
     restore_ok(f, f->brake, 0, RTCR_RESTORE_STANDBY);
 }
 
@@ -640,7 +624,7 @@ static void test_failed_checkpoint_invalidates(void **state)
     /* the image (epochs 1..2) is restored by decoding, and continues */
     long tick, irq;
     assert_true(tu_last_tick(f->brake, &tick, &irq));
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
     restore_ok(f, f->brake, 0, RTCR_RESTORE_DECODE);
     assert_true(tu_wait_tick(f->brake, 10, 0, 5000) >= 0);
 
@@ -676,7 +660,7 @@ static void test_loaded_adopted_corrupt_images(void **state)
         tu_sleep_ms(20);
     }
     expect_standby_equals_newest(f->brake);
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
 
     /* loaded from disk: the corrupt newest epoch is dropped as without a standby, and the
      * standby (of epoch 4) is not used for anything */
@@ -701,7 +685,7 @@ static void test_loaded_adopted_corrupt_images(void **state)
         assert_int_equal(rtcr_epoch_parse(b, len, NULL, &ierr, &ep), 0);
         assert_int_equal(rtcr_image_add_epoch(copy, &ep, &ierr), 0);
     }
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
     assert_int_equal(rtcr_target_adopt_image(f->brake, &copy), 0);
     assert_null(copy);
     assert_false(standby_ready(f->brake));
@@ -709,7 +693,7 @@ static void test_loaded_adopted_corrupt_images(void **state)
 
     /* the base itself corrupt on disk: nothing loads, the image in memory stays */
     checkpoint_ok(f->brake, NULL);
-    kill_wait(f, f->brake);
+    kill_wait(f->ecu, f->brake);
     uint64_t last = rtcr_image_last(rtcr_target_image(f->brake));
     corrupt_file(f->dir, last);
     assert_true(rtcr_target_load_image(f->brake, err, sizeof(err)) < 0);
@@ -768,7 +752,7 @@ static void test_logger_churn_and_rom(void **state)
         checkpoint_ok(lg, NULL);
         expect_standby_equals_newest(lg);
     }
-    kill_wait(f, lg);
+    kill_wait(f->ecu, lg);
     restore_ok(f, lg, 0, RTCR_RESTORE_STANDBY);
     /* it goes on past the checkpointed round, its RAM check passing (only one round is
      * awaited: a restored logger currently stops after its first round on the decoding path
