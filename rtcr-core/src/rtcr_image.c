@@ -25,6 +25,7 @@
  * with the checksums CRIU lacks.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -651,23 +652,70 @@ static int out_room(rtcr_epoch_builder_t *b, size_t stream)
     return grow((void **)&b->out, &b->out_cap, DATA_AT + stream, 1);
 }
 
-int rtcr_epoch_builder_reserve(rtcr_epoch_builder_t *b, uint64_t raw_bytes)
+/* Bytes of output that `raw_bytes` more of pages can take at most: the sum of the frames'
+ * LZ4 bounds when every 4 KiB unit is a frame of its own, after what the builder holds,
+ * rounded up to RESERVE_GRAIN so that epochs of about the same size ask for the same size
+ * (and can take each other's containers, see rtcr_epoch_builder_reserve_recycled). */
+#define RESERVE_GRAIN ((size_t)64 << 10)
+static int reserve_size(const rtcr_epoch_builder_t *b, uint64_t raw_bytes, size_t *ret)
 {
     if (!b || b->finished)
         return -EINVAL;
     if (raw_bytes > RTCR_IMAGE_MAX_TOTAL)
         return -E2BIG;
-    /* the sum of the frames' LZ4 bounds when every 4 KiB unit is a frame of its own */
     size_t units = (size_t)raw_bytes / RTCR_IMAGE_ZERO_UNIT + 1;
-    size_t need = (size_t)raw_bytes + (size_t)raw_bytes / 255u + units * 16u;
-    if (b->out_cap >= DATA_AT + b->stream_len + need)
+    size_t need =
+        DATA_AT + b->stream_len + (size_t)raw_bytes + (size_t)raw_bytes / 255u + units * 16u;
+    *ret = (need + RESERVE_GRAIN - 1) / RESERVE_GRAIN * RESERVE_GRAIN;
+    return 0;
+}
+
+int rtcr_epoch_builder_reserve(rtcr_epoch_builder_t *b, uint64_t raw_bytes)
+{
+    size_t need;
+    int r = reserve_size(b, raw_bytes, &need);
+
+    if (r < 0)
+        return r;
+    if (b->out_cap >= need)
         return 0;
-    uint8_t *np = realloc(b->out, DATA_AT + b->stream_len + need);
+    uint8_t *np = realloc(b->out, need);
     if (!np)
         return -ENOMEM;
     b->out = np;
-    b->out_cap = DATA_AT + b->stream_len + need;
+    b->out_cap = need;
     return 0;
+}
+
+int rtcr_epoch_builder_reserve_recycled(rtcr_epoch_builder_t *b, uint64_t raw_bytes,
+                                        rtcr_image_t *img)
+{
+    size_t need, cap;
+    int r = reserve_size(b, raw_bytes, &need);
+
+    if (r < 0)
+        return r;
+    if (b->out_cap >= need)
+        return 0;
+    if (b->stream_len == 0) {
+        uint8_t *sp = rtcr_image__take_spare(img, need, &cap);
+        if (sp) {
+            free(b->out);
+            b->out = sp;
+            b->out_cap = cap;
+            return 0;
+        }
+    }
+    return rtcr_epoch_builder_reserve(b, raw_bytes);
+}
+
+uint8_t *rtcr_image__epoch_take_buf(rtcr_epoch_t *e, size_t *ret_cap)
+{
+    uint8_t *buf = e->buf;
+
+    e->buf = NULL;
+    *ret_cap = buf ? malloc_usable_size(buf) : 0;
+    return buf;
 }
 
 int rtcr_epoch_builder_set_metadata_blob(rtcr_epoch_builder_t *b, const void *buf, size_t len)
@@ -881,8 +929,8 @@ static int drain(rtcr_epoch_builder_t *b, struct bds *d, struct pending *pd, boo
 /* Add one stretch [p, p+len) at `offset`, all zero or all non-zero units, to d. Data joins
  * the pending bytes (which are drained first when p does not continue them in memory); in
  * format version 1 the frames of a run must lie inside it, so the stretch is drained whole. */
-static int add_stretch(rtcr_epoch_builder_t *b, struct bds *d, struct pending *pd,
-                       uint64_t offset, const uint8_t *p, size_t len, bool zero)
+static int add_stretch(rtcr_epoch_builder_t *b, struct bds *d, struct pending *pd, uint64_t offset,
+                       const uint8_t *p, size_t len, bool zero)
 {
     size_t f0 = d->n_frames;
     int r;
@@ -975,7 +1023,7 @@ int rtcr_epoch_add_runs(rtcr_epoch_builder_t *b, uint32_t ds_badge, const rtcr_e
         while (pos < len && r >= 0) {
             size_t end = pos;
             bool zero = is_zero(q + pos, len - pos < RTCR_IMAGE_ZERO_UNIT ? len - pos
-                                                                            : RTCR_IMAGE_ZERO_UNIT);
+                                                                          : RTCR_IMAGE_ZERO_UNIT);
             while (end < len) {
                 size_t u = len - end < RTCR_IMAGE_ZERO_UNIT ? len - end : RTCR_IMAGE_ZERO_UNIT;
                 if (is_zero(q + end, u) != zero)
@@ -1110,6 +1158,8 @@ static int order_stream(rtcr_epoch_builder_t *b)
     return 0;
 }
 
+#define SHRINK_SLACK ((size_t)4 << 20)
+
 int rtcr_epoch_finish(rtcr_epoch_builder_t *b, rtcr_image_err_t *err, void **ret_buf,
                       size_t *ret_len)
 {
@@ -1206,9 +1256,17 @@ int rtcr_epoch_finish(rtcr_epoch_builder_t *b, rtcr_image_err_t *err, void **ret
     }
     if ((r = order_stream(b)) < 0)
         goto out;
-    if (!(out = realloc(b->out, total))) {
-        r = -ENOMEM;
-        goto out;
+    /* A container reserved for the worst case is kept as it is when it is at most twice what
+     * the epoch needs or the difference is small: the pages past `total` were never touched
+     * (they cost address space, not memory), and the container can be recycled for an epoch
+     * of the same size (rtcr_epoch_builder_reserve_recycled). Larger slack is given back. */
+    if (b->out_cap < total || (b->out_cap - total > total && b->out_cap - total > SHRINK_SLACK)) {
+        if (!(out = realloc(b->out, total))) {
+            r = -ENOMEM;
+            goto out;
+        }
+    } else {
+        out = b->out;
     }
     b->out = NULL; /* out owns it now */
     b->out_cap = 0;
@@ -1530,8 +1588,9 @@ static int add_frame(rtcr_epoch_t *e, const rtcr_image_limits_t *lim, rtcr_image
         return -EBADMSG;
     }
     if (fs > lim->max_frame_size) {
-        rtcr_image__err(err, "epoch %llu: frame %llu of dataspace 0x%x: %u bytes above the limit %u",
-                        ep, (unsigned long long)fi, badge, fs, lim->max_frame_size);
+        rtcr_image__err(err,
+                        "epoch %llu: frame %llu of dataspace 0x%x: %u bytes above the limit %u", ep,
+                        (unsigned long long)fi, badge, fs, lim->max_frame_size);
         return -E2BIG;
     }
     if (st > e->data_len - *off) {
@@ -1562,8 +1621,8 @@ static int frames_v2(rtcr_epoch_t *e, const rtcr_image_limits_t *lim, rtcr_image
     if (in_frames != in_runs) {
         rtcr_image__err(err,
                         "epoch %llu: dataspace 0x%x: frames hold %llu bytes, the data runs %llu",
-                        (unsigned long long)e->hdr->epoch, dp->badge,
-                        (unsigned long long)in_frames, (unsigned long long)in_runs);
+                        (unsigned long long)e->hdr->epoch, dp->badge, (unsigned long long)in_frames,
+                        (unsigned long long)in_runs);
         return -EBADMSG;
     }
     for (size_t k = 0; k < dp->n_frame_size; k++) {
@@ -1606,8 +1665,8 @@ static int frames_v1(rtcr_epoch_t *e, const rtcr_image_limits_t *lim, rtcr_image
             if (r < 0)
                 return r;
             e->frames[e->n_frames - 1].n_pieces = 1;
-            e->pieces[e->n_pieces++] = (struct rtcr_image_piece){
-                .ds_off = pos, .frame_off = 0, .len = run->frame_size[k]};
+            e->pieces[e->n_pieces++] =
+                (struct rtcr_image_piece){.ds_off = pos, .frame_off = 0, .len = run->frame_size[k]};
             pos += run->frame_size[k];
             sum += run->frame_size[k];
         }
@@ -1728,8 +1787,7 @@ static int walk_frames(const rtcr_epoch_t *e, rtcr_image_page_fn fn, void *opaqu
                 const struct rtcr_image_piece *pc = &e->pieces[fr->first_piece + k];
                 for (; zj < dp->n_runs && dp->runs[zj]->offset < pc->ds_off && r >= 0; zj++)
                     if (dp->runs[zj]->zero)
-                        r = fn(opaque, dp->badge, dp->runs[zj]->offset, NULL,
-                               dp->runs[zj]->length);
+                        r = fn(opaque, dp->badge, dp->runs[zj]->offset, NULL, dp->runs[zj]->length);
                 if (r >= 0)
                     r = fn(opaque, dp->badge, pc->ds_off, scratch + pc->frame_off, pc->len);
             }

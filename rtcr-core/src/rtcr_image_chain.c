@@ -38,13 +38,69 @@
 
 #include "rtcr_image_int.h"
 
-struct rtcr_image {
-    char *target;            /* target name */
-    rtcr_image_limits_t lim; /* limits for epochs and materialisation */
-    rtcr_epoch_t **epochs;   /* epochs[i] has number base + i */
-    size_t n;                /* epochs held */
-    size_t cap;              /* allocated entries of epochs */
+/* The container of a dropped incremental epoch, kept for the next epoch's builder. */
+struct spare {
+    uint8_t *buf; /* malloc'd, pages already touched */
+    size_t cap;   /* usable bytes */
 };
+
+struct rtcr_image {
+    char *target;                           /* target name */
+    rtcr_image_limits_t lim;                /* limits for epochs and materialisation */
+    rtcr_epoch_t **epochs;                  /* epochs[i] has number base + i */
+    size_t n;                               /* epochs held */
+    size_t cap;                             /* allocated entries of epochs */
+    struct spare spares[RTCR_IMAGE_SPARES]; /* containers of dropped epochs */
+    size_t n_spares;                        /* used entries of spares */
+    size_t spare_bytes;                     /* sum of their cap */
+    bool borrowed;                          /* a compaction's view: epochs are not owned */
+};
+
+/* Drop epoch *pe of img: its container joins the spares if it was an incremental epoch (the
+ * next incremental epochs have about its size) and there is room; freed otherwise. */
+static void drop_epoch(rtcr_image_t *img, rtcr_epoch_t **pe)
+{
+    rtcr_epoch_t *e = *pe;
+
+    if (e && !rtcr_epoch_is_full(e) && img->n_spares < RTCR_IMAGE_SPARES) {
+        size_t cap;
+        uint8_t *buf = rtcr_image__epoch_take_buf(e, &cap);
+        if (buf && cap <= RTCR_IMAGE_SPARE_MAX && img->spare_bytes + cap <= RTCR_IMAGE_SPARE_MAX) {
+            img->spares[img->n_spares++] = (struct spare){buf, cap};
+            img->spare_bytes += cap;
+        } else {
+            free(buf);
+        }
+    }
+    rtcr_epoch_destroy(pe);
+}
+
+void *rtcr_image__take_spare(rtcr_image_t *img, size_t need, size_t *ret_cap)
+{
+    size_t best = SIZE_MAX;
+
+    if (!img)
+        return NULL;
+    for (size_t i = 0; i < img->n_spares; i++)
+        if (img->spares[i].cap >= need &&
+            (best == SIZE_MAX || img->spares[i].cap < img->spares[best].cap))
+            best = i;
+    if (best == SIZE_MAX)
+        return NULL;
+    struct spare sp = img->spares[best];
+    img->spares[best] = img->spares[--img->n_spares];
+    img->spare_bytes -= sp.cap;
+    *ret_cap = sp.cap;
+    return sp.buf;
+}
+
+void rtcr_image_spares(const rtcr_image_t *img, size_t *ret_count, size_t *ret_bytes)
+{
+    if (ret_count)
+        *ret_count = img ? img->n_spares : 0;
+    if (ret_bytes)
+        *ret_bytes = img ? img->spare_bytes : 0;
+}
 
 rtcr_image_t *rtcr_image_new(const char *target, const rtcr_image_limits_t *limits)
 {
@@ -76,6 +132,8 @@ void rtcr_image_destroy(rtcr_image_t **p)
     img = *p;
     for (size_t i = 0; i < img->n; i++)
         rtcr_epoch_destroy(&img->epochs[i]);
+    for (size_t i = 0; i < img->n_spares; i++)
+        free(img->spares[i].buf);
     free(img->epochs);
     free(img->target);
     free(img);
@@ -199,7 +257,7 @@ int rtcr_image_add_epoch(rtcr_image_t *img, rtcr_epoch_t **epoch, rtcr_image_err
             img->cap = 16;
         }
         for (size_t i = 0; i < img->n; i++)
-            rtcr_epoch_destroy(&img->epochs[i]);
+            drop_epoch(img, &img->epochs[i]);
         img->n = 0;
     } else {
         if (img->n >= img->lim.max_epochs) {
@@ -268,16 +326,16 @@ struct mds {
  * place is decoded straight there (pieces NULL); one that spans several runs (format version
  * 2) is decoded into the worker's scratch buffer and its pieces copied out. */
 struct mitem {
-    uint8_t *dst;                         /* destination, or the dataspace's base if pieces */
-    const uint8_t *src;                   /* stored frame bytes, NULL for a zero run */
+    uint8_t *dst;                          /* destination, or the dataspace's base if pieces */
+    const uint8_t *src;                    /* stored frame bytes, NULL for a zero run */
     const struct rtcr_image_piece *pieces; /* where the bytes go (dst + ds_off), or NULL */
-    uint64_t len;                         /* uncompressed bytes */
-    uint64_t hash;                        /* XXH3-64 of the uncompressed frame */
-    uint64_t epoch;                       /* epoch number, for errors */
-    uint64_t frame;     /* frame index within the dataspace's pages of the epoch, for errors */
-    uint32_t stored;    /* stored bytes of the frame */
-    uint32_t n_pieces;  /* entries of pieces */
-    uint32_t badge;     /* dataspace, for errors */
+    uint64_t len;                          /* uncompressed bytes */
+    uint64_t hash;                         /* XXH3-64 of the uncompressed frame */
+    uint64_t epoch;                        /* epoch number, for errors */
+    uint64_t frame;    /* frame index within the dataspace's pages of the epoch, for errors */
+    uint32_t stored;   /* stored bytes of the frame */
+    uint32_t n_pieces; /* entries of pieces */
+    uint32_t badge;    /* dataspace, for errors */
 };
 
 /* The plan: items grouped by epoch, groups applied oldest first with a barrier between two
@@ -849,36 +907,100 @@ int rtcr_image_materialize(const rtcr_image_t *img, uint64_t epoch, rtcr_image_e
     return 0;
 }
 
-/* ---- compaction --------------------------------------------------------------------------- */
+/* ---- compaction ----------------------------------------------------------------------- */
 
-int rtcr_image_compact(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
-                       const rtcr_epoch_t **ret_epoch)
+struct rtcr_image_compaction {
+    rtcr_image_t view;  /* epochs base..upto of the image, borrowed (view.borrowed) */
+    uint64_t upto;      /* the epoch the full one replaces */
+    rtcr_epoch_t *full; /* built by _run */
+    int result;         /* of _run: 1 not run yet, 0 built, -errno */
+};
+
+int rtcr_image_compaction_new(const rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
+                              rtcr_image_compaction_t **ret)
 {
+    rtcr_image_compaction_t *c;
+    size_t k;
+
+    if (err)
+        err->msg[0] = '\0';
+    if (!img || !ret)
+        return -EINVAL;
+    if (!rtcr_image_epoch(img, upto)) {
+        rtcr_image__err(err, "target '%s': epoch %llu is not in the chain", img->target,
+                        (unsigned long long)upto);
+        return -EINVAL;
+    }
+    k = upto - rtcr_image_first(img) + 1;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->view.epochs = malloc(k * sizeof(*c->view.epochs));
+    if (!c->view.epochs) {
+        free(c);
+        return -ENOMEM;
+    }
+    memcpy(c->view.epochs, img->epochs, k * sizeof(*c->view.epochs));
+    c->view.n = c->view.cap = k;
+    c->view.target = img->target; /* borrowed too */
+    c->view.lim = img->lim;
+    c->view.borrowed = true;
+    c->upto = upto;
+    c->result = 1;
+    *ret = c;
+    return 0;
+}
+
+void rtcr_image_compaction_destroy(rtcr_image_compaction_t **p)
+{
+    if (!p || !*p)
+        return;
+    rtcr_epoch_destroy(&(*p)->full);
+    free((*p)->view.epochs);
+    free(*p);
+    *p = NULL;
+}
+
+uint64_t rtcr_image_compaction_epoch(const rtcr_image_compaction_t *c)
+{
+    return c->upto;
+}
+
+const rtcr_epoch_t *rtcr_image_compaction_result(const rtcr_image_compaction_t *c)
+{
+    return c->result == 0 ? c->full : NULL;
+}
+
+int rtcr_image_compaction_run(rtcr_image_compaction_t *c, rtcr_image_err_t *err)
+{
+    const rtcr_image_t *img;
     const rtcr_epoch_t *ek;
     const RtcrImg__EpochHeader *h;
     rtcr_memstate_t *m = NULL;
     rtcr_epoch_builder_t *b = NULL;
     rtcr_image_build_id_t *libs = NULL;
-    rtcr_epoch_t *full = NULL;
     void *buf = NULL;
-    size_t len, k;
+    size_t len;
     rtcr_image_limits_t lim;
     int r;
 
     if (err)
         err->msg[0] = '\0';
-    if (!img)
+    if (!c || c->result != 1)
         return -EINVAL;
-    ek = rtcr_image_epoch(img, upto);
-    if (!ek) {
-        rtcr_image__err(err, "target '%s': epoch %llu is not in the chain", img->target,
-                        (unsigned long long)upto);
-        return -EINVAL;
-    }
+    img = &c->view;
+    ek = img->epochs[img->n - 1];
     h = ek->hdr;
-    r = rtcr_image_materialize(img, upto, err, &m);
+    /* one thread: a compaction runs beside the target and its checkpoints, not against them */
+    m = calloc(1, sizeof(*m));
+    if (!m) {
+        r = -ENOMEM;
+        goto out;
+    }
+    m->max_ds = img->lim.max_dataspace;
+    r = rtcr_image_materialize_into_mt(img, c->upto, 1, memstate_dst, m, err);
     if (r < 0)
-        return r;
+        goto out;
     libs = calloc(h->n_libraries ? h->n_libraries : 1, sizeof(*libs));
     if (!libs) {
         r = -ENOMEM;
@@ -916,7 +1038,7 @@ int rtcr_image_compact(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
     }
     if (r < 0) {
         rtcr_image__err(err, "epoch %llu: compaction failed to build the full epoch (%d)",
-                        (unsigned long long)upto, r);
+                        (unsigned long long)c->upto, r);
         goto out;
     }
     r = rtcr_epoch_finish(b, err, &buf, &len);
@@ -925,24 +1047,61 @@ int rtcr_image_compact(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
     /* frames were produced from hash-checked data just now: skip decompressing them again */
     lim = img->lim;
     lim.skip_frame_check = true;
-    r = rtcr_epoch_parse_owned(&buf, len, &lim, err, &full);
-    if (r < 0)
-        goto out;
-
-    /* commit: epochs base..upto are replaced by `full` */
-    k = upto - rtcr_image_first(img);
-    for (size_t i = 0; i <= k; i++)
-        rtcr_epoch_destroy(&img->epochs[i]);
-    img->epochs[0] = full;
-    memmove(&img->epochs[1], &img->epochs[k + 1], (img->n - k - 1) * sizeof(*img->epochs));
-    img->n -= k;
-    if (ret_epoch)
-        *ret_epoch = full;
-    r = 0;
+    r = rtcr_epoch_parse_owned(&buf, len, &lim, err, &c->full);
 out:
+    c->result = r < 0 ? r : 0;
     free(buf);
     free(libs);
     rtcr_epoch_builder_destroy(&b);
     rtcr_memstate_destroy(&m);
+    return r;
+}
+
+int rtcr_image_compaction_commit(rtcr_image_t *img, rtcr_image_compaction_t **pc,
+                                 rtcr_image_err_t *err, const rtcr_epoch_t **ret_epoch)
+{
+    rtcr_image_compaction_t *c;
+    size_t k;
+
+    if (err)
+        err->msg[0] = '\0';
+    if (!img || !pc || !*pc || img->borrowed)
+        return -EINVAL;
+    c = *pc;
+    if (c->result != 0) {
+        rtcr_image__err(err, "epoch %llu: compaction %s", (unsigned long long)c->upto,
+                        c->result == 1 ? "has not run" : "failed");
+        return c->result == 1 ? -EINVAL : c->result;
+    }
+    /* the chain must still start with the very epochs the compaction read */
+    k = c->view.n;
+    if (img->n < k || memcmp(img->epochs, c->view.epochs, k * sizeof(*img->epochs)) != 0) {
+        rtcr_image__err(err, "target '%s': the chain changed while epoch %llu was being compacted",
+                        img->target, (unsigned long long)c->upto);
+        return -ESTALE;
+    }
+    for (size_t i = 0; i < k; i++)
+        drop_epoch(img, &img->epochs[i]);
+    img->epochs[0] = c->full;
+    c->full = NULL;
+    memmove(&img->epochs[1], &img->epochs[k], (img->n - k) * sizeof(*img->epochs));
+    img->n -= k - 1;
+    if (ret_epoch)
+        *ret_epoch = img->epochs[0];
+    rtcr_image_compaction_destroy(pc);
+    return 0;
+}
+
+int rtcr_image_compact(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
+                       const rtcr_epoch_t **ret_epoch)
+{
+    rtcr_image_compaction_t *c = NULL;
+    int r = rtcr_image_compaction_new(img, upto, err, &c);
+
+    if (r == 0)
+        r = rtcr_image_compaction_run(c, err);
+    if (r == 0)
+        r = rtcr_image_compaction_commit(img, &c, err, ret_epoch);
+    rtcr_image_compaction_destroy(&c);
     return r;
 }

@@ -71,6 +71,13 @@ struct rtcr_epoch {
     uint32_t max_frame;              /* largest uncompressed frame of the epoch */
 };
 
+/* Take e's container out of it (e must be destroyed next): the buffer and its usable size. */
+uint8_t *rtcr_image__epoch_take_buf(rtcr_epoch_t *e, size_t *ret_cap);
+
+/* A spare container of img with at least `need` usable bytes (smallest fit), removed from the
+ * spares, or NULL (img NULL, none fits). */
+void *rtcr_image__take_spare(rtcr_image_t *img, size_t need, size_t *ret_cap);
+
 /* printf-style message into err (NULL-safe) */
 void rtcr_image__err(rtcr_image_err_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

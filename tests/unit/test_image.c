@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -605,10 +606,10 @@ static void test_frames_split(void **state)
 
 /* pieces handed out by rtcr_epoch_foreach_pages must ascend within a dataspace */
 struct order_check {
-    uint8_t *mem;   /* reconstruction of DS1 */
-    size_t size;    /* its size */
-    uint64_t next;  /* lowest offset allowed for the next call */
-    size_t calls;   /* data calls */
+    uint8_t *mem;  /* reconstruction of DS1 */
+    size_t size;   /* its size */
+    uint64_t next; /* lowest offset allowed for the next call */
+    size_t calls;  /* data calls */
 };
 
 static int order_fn(void *opaque, uint32_t ds, uint64_t offset, const void *data, size_t len)
@@ -694,8 +695,8 @@ static void test_frames_span_runs(void **state)
             assert_int_equal(rtcr_epoch_add_runs(b, DS1, runs, NR, cat), 0);
         } else {
             for (size_t i = 0, at = 0; i < NR; at += runs[i].len, i++)
-                assert_int_equal(rtcr_epoch_add_pages(b, DS1, runs[i].offset, cat + at, runs[i].len),
-                                 0);
+                assert_int_equal(
+                    rtcr_epoch_add_pages(b, DS1, runs[i].offset, cat + at, runs[i].len), 0);
         }
         assert_int_equal(rtcr_image__builder_set_version(b, 1), -EINVAL); /* pages added */
         if (rtcr_epoch_finish(b, &err, &buf, &len) != 0)
@@ -1588,6 +1589,171 @@ static void expect_state(const rtcr_image_t *img, const struct chain *c, int k)
     rtcr_memstate_destroy(&ms);
 }
 
+/* Add copies of epochs lo..hi of src to dst, each in a container of whole 64 KiB as the
+ * checkpointer's reserve makes them (so that they can be recycled for a small epoch). */
+static void copy_epochs(rtcr_image_t *dst, const rtcr_image_t *src, uint64_t lo, uint64_t hi)
+{
+    rtcr_image_err_t err;
+    for (uint64_t n = lo; n <= hi; n++) {
+        size_t len;
+        const void *bytes = rtcr_epoch_bytes(rtcr_image_epoch(src, n), &len);
+        void *buf = malloc((len + 65535) / 65536 * 65536);
+        assert_non_null(buf);
+        memcpy(buf, bytes, len);
+        rtcr_epoch_t *e = NULL;
+        if (rtcr_epoch_parse_owned(&buf, len, NULL, &err, &e) != 0 ||
+            rtcr_image_add_epoch(dst, &e, &err) != 0)
+            fail_msg("epoch %llu: %s", (unsigned long long)n, err.msg);
+    }
+}
+
+/* What foreach_pages delivers, summed up: bytes and a hash over (offset, data) */
+struct page_sum {
+    uint64_t bytes; /* data bytes */
+    uint64_t hash;  /* XOR of XXH3 of each piece, seeded with its badge and offset */
+};
+
+static int sum_pages(void *opaque, uint32_t badge, uint64_t offset, const void *data, size_t len)
+{
+    struct page_sum *ps = opaque;
+    if (data) {
+        ps->bytes += len;
+        ps->hash ^= XXH3_64bits_withSeed(data, len, ((uint64_t)badge << 40) ^ offset);
+    }
+    return 0;
+}
+
+struct compact_job {
+    rtcr_image_compaction_t *c; /* the job */
+    int r;                      /* its result */
+    rtcr_image_err_t err;       /* its message */
+};
+
+static void *compact_thread(void *p)
+{
+    struct compact_job *j = p;
+    j->r = rtcr_image_compaction_run(j->c, &j->err);
+    return NULL;
+}
+
+/* Compaction in three steps, the middle one on another thread while the owner appends epochs;
+ * commit checks the chain; the containers of the dropped epochs become spares, and a builder
+ * that takes one writes the same bytes as one that does not. */
+static void test_compaction_in_background(void **state)
+{
+    struct chain *c = calloc(1, sizeof(*c));
+    rtcr_image_t *img = rtcr_image_new("demo", NULL), *other = rtcr_image_new("demo", NULL);
+    struct compact_job j = {0};
+    const rtcr_epoch_t *full = NULL;
+    rtcr_image_err_t err;
+    pthread_t th;
+    size_t n_sp = 0, sp_bytes = 0;
+
+    (void)state;
+    chain_build(c, 100);
+    copy_epochs(img, c->img, 1, 60);
+    copy_epochs(other, c->img, 1, 60); /* same content, other epoch objects */
+
+    assert_int_equal(rtcr_image_compaction_new(img, 61, &err, &j.c), -EINVAL);
+    assert_int_equal(rtcr_image_compaction_new(img, 60, &err, &j.c), 0);
+    assert_int_equal(rtcr_image_compaction_epoch(j.c), 60);
+    assert_null(rtcr_image_compaction_result(j.c));
+    /* committing before it ran changes nothing */
+    assert_int_equal(rtcr_image_compaction_commit(img, &j.c, &err, NULL), -EINVAL);
+    assert_non_null(j.c);
+    assert_int_equal(rtcr_image_count(img), 60);
+
+    assert_int_equal(pthread_create(&th, NULL, compact_thread, &j), 0);
+    copy_epochs(img, c->img, 61, 100); /* meanwhile, the chain grows */
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if (j.r != 0)
+        fail_msg("compaction run: %s", j.err.msg);
+    assert_non_null(rtcr_image_compaction_result(j.c));
+    assert_int_equal(rtcr_image_compaction_run(j.c, &err), -EINVAL); /* once */
+
+    /* a chain that does not start with the epochs it read refuses the result */
+    assert_int_equal(rtcr_image_compaction_commit(other, &j.c, &err, NULL), -ESTALE);
+    assert_non_null(strstr(err.msg, "changed while epoch 60 was being compacted"));
+    assert_int_equal(rtcr_image_count(other), 60);
+
+    rtcr_image_spares(img, &n_sp, &sp_bytes);
+    assert_int_equal(n_sp, 0);
+    assert_int_equal(rtcr_image_compaction_commit(img, &j.c, &err, &full), 0);
+    assert_null(j.c);
+    assert_true(rtcr_epoch_is_full(full));
+    assert_int_equal(rtcr_epoch_number(full), 60);
+    assert_int_equal(rtcr_epoch_header(full)->compacted_from, 1);
+    assert_int_equal(rtcr_image_first(img), 60);
+    assert_int_equal(rtcr_image_count(img), 41);
+    assert_int_equal(rtcr_image_check(img, &err), 0);
+    for (int k = 60; k <= 100; k += 5)
+        expect_state(img, c, k);
+
+    /* the 59 incremental epochs' containers are spares now (the full one is not kept) */
+    rtcr_image_spares(img, &n_sp, &sp_bytes);
+    assert_int_equal(n_sp, 59);
+    assert_true(sp_bytes > 0 && sp_bytes <= RTCR_IMAGE_SPARE_MAX);
+
+    /* a builder taking a spare writes exactly what one with a fresh buffer writes */
+    const rtcr_epoch_t *last = rtcr_image_epoch(img, 100);
+    const RtcrImg__EpochHeader *lh = rtcr_epoch_header(last);
+    rtcr_epoch_info_t info = {.target = "demo",
+                              .epoch = 101,
+                              .parent = 100,
+                              .created_usec = 12345,
+                              .build_id = lh->build_id.data,
+                              .build_id_len = lh->build_id.len,
+                              .granularity = 4096};
+    size_t mlen;
+    const void *meta = rtcr_epoch_metadata_blob(last, &mlen);
+    uint8_t *page = malloc(8192);
+    fill_random(page, 8192);
+    void *out[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        rtcr_epoch_builder_t *b = NULL;
+        assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+        assert_int_equal(rtcr_epoch_builder_set_metadata_blob(b, meta, mlen), 0);
+        if (i == 0)
+            assert_int_equal(rtcr_epoch_builder_reserve(b, 8192), 0);
+        else
+            assert_int_equal(rtcr_epoch_builder_reserve_recycled(b, 8192, img), 0);
+        assert_int_equal(rtcr_epoch_add_pages(b, DS1, 0, page, 8192), 0);
+        assert_int_equal(rtcr_epoch_finish(b, &err, &out[i], &len[i]), 0);
+        rtcr_epoch_builder_destroy(&b);
+    }
+    size_t n_sp2 = 0;
+    rtcr_image_spares(img, &n_sp2, NULL);
+    assert_int_equal(n_sp2, n_sp - 1); /* one spare taken */
+    /* the same pages (the headers differ in encode_usec only) */
+    rtcr_epoch_t *e = NULL, *e0 = NULL;
+    assert_int_equal(rtcr_epoch_parse(out[0], len[0], NULL, &err, &e0), 0);
+    assert_int_equal(rtcr_epoch_parse_owned(&out[1], len[1], NULL, &err, &e), 0);
+    struct page_sum ps[2] = {{0}, {0}};
+    assert_int_equal(rtcr_epoch_foreach_pages(e0, sum_pages, &ps[0], &err), 0);
+    assert_int_equal(rtcr_epoch_foreach_pages(e, sum_pages, &ps[1], &err), 0);
+    assert_int_equal(ps[0].bytes, 8192);
+    assert_int_equal(ps[0].bytes, ps[1].bytes);
+    assert_int_equal(ps[0].hash, ps[1].hash);
+    rtcr_epoch_destroy(&e0);
+    rtcr_epoch_destroy(&e);
+    /* no spare fits a request above every spare: a fresh buffer, spares untouched */
+    rtcr_epoch_builder_t *b = NULL;
+    assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
+    assert_int_equal(rtcr_epoch_builder_reserve_recycled(b, (uint64_t)RTCR_IMAGE_SPARE_MAX, img),
+                     0);
+    rtcr_image_spares(img, &n_sp2, NULL);
+    assert_int_equal(n_sp2, n_sp - 1);
+    rtcr_epoch_builder_destroy(&b);
+
+    free(out[0]);
+    free(page);
+    rtcr_image_destroy(&img); /* frees the spares too (checked by asan / memcheck) */
+    rtcr_image_destroy(&other);
+    chain_free(c, 100);
+    free(c);
+}
+
 static void test_compaction_equivalence(void **state)
 {
     struct chain *c = calloc(1, sizeof(*c));
@@ -2121,6 +2287,7 @@ int main(void)
         cmocka_unit_test(test_interleaved_and_reserve),
         cmocka_unit_test(test_chain_validation),
         cmocka_unit_test(test_materialize_lifetime),
+        cmocka_unit_test(test_compaction_in_background),
         cmocka_unit_test_prestate(test_compaction_equivalence, &all_modes[BUILD_PER_RUN]),
         cmocka_unit_test_prestate(test_compaction_equivalence, &all_modes[BUILD_SPANNING]),
         cmocka_unit_test_prestate(test_compaction_equivalence, &all_modes[BUILD_V1]),

@@ -342,6 +342,44 @@ void rtcr_memstate_destroy(rtcr_memstate_t **p);
 int rtcr_image_compact(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
                        const rtcr_epoch_t **ret_epoch);
 
+/* The same compaction in three steps, so that the expensive one can run on another thread
+ * while the owner of the image goes on adding epochs:
+ *   _new     (owner)  takes a view of epochs base..upto: the epoch objects are borrowed, so
+ *                     until _commit or _destroy the owner must not drop them (no new full
+ *                     epoch, no compaction, no rtcr_image_destroy); adding incremental
+ *                     epochs is fine;
+ *   _run     (any thread, once) materialises the view and builds the full epoch; it touches
+ *                     nothing but the view and the epochs it borrows;
+ *   _commit  (owner)  replaces epochs base..upto by the built one, -ESTALE if the chain no
+ *                     longer starts with the epochs the view took (nothing changes then),
+ *                     the error of _run if it failed. On success *c is destroyed.
+ * The containers of the incremental epochs a commit (or a new full epoch) drops are kept as
+ * spares, RTCR_IMAGE_SPARES of them and RTCR_IMAGE_SPARE_MAX bytes at most, for
+ * rtcr_epoch_builder_reserve_recycled: the next epochs are written into memory whose pages
+ * are already mapped (a page fault costs about as much as compressing 2-3 KiB). */
+typedef struct rtcr_image_compaction rtcr_image_compaction_t;
+#define RTCR_IMAGE_SPARES    64
+#define RTCR_IMAGE_SPARE_MAX ((size_t)256 << 20)
+int rtcr_image_compaction_new(const rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
+                              rtcr_image_compaction_t **ret);
+int rtcr_image_compaction_run(rtcr_image_compaction_t *c, rtcr_image_err_t *err);
+int rtcr_image_compaction_commit(rtcr_image_t *img, rtcr_image_compaction_t **c,
+                                 rtcr_image_err_t *err, const rtcr_epoch_t **ret_epoch);
+/* The epoch the compaction replaces; the built epoch after a successful _run (borrowed, for
+ * writing its file from the thread that ran it), else NULL. */
+uint64_t rtcr_image_compaction_epoch(const rtcr_image_compaction_t *c);
+const rtcr_epoch_t *rtcr_image_compaction_result(const rtcr_image_compaction_t *c);
+/* NULL-safe, idempotent; NULLs *c. */
+void rtcr_image_compaction_destroy(rtcr_image_compaction_t **c);
+/* How many spare containers img keeps, and their bytes (either pointer may be NULL). */
+void rtcr_image_spares(const rtcr_image_t *img, size_t *ret_count, size_t *ret_bytes);
+
+/* As rtcr_epoch_builder_reserve, taking the smallest large enough spare container of `img`
+ * (see rtcr_image_compaction_commit) when the builder has no output yet; img may be NULL.
+ * The builder owns the container from then on; the finished epoch keeps it. */
+int rtcr_epoch_builder_reserve_recycled(rtcr_epoch_builder_t *b, uint64_t raw_bytes,
+                                        rtcr_image_t *img);
+
 /* ---- files ------------------------------------------------------------------------------ */
 
 /* Write one epoch buffer to DIR/TARGET/epoch-%08llu.rtcr atomically: create DIR/TARGET
