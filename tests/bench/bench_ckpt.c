@@ -17,7 +17,10 @@
  *    checkpoints/s are interleaved, 5 of each, so that background load drifting on a shared
  *    machine hits all three alike; a catch-up checkpoint before each checkpoint slice keeps the
  *    dirt of the other slices out of it. Slowdown = work rate vs baseline. Goal <= 5 %.
- * 3. encoding: encode_usec vs bytes_raw of the epochs of benchmark 1, the epoch encoder alone
+ * 3. encoding: encode_usec vs bytes_raw of the epochs of benchmark 1 (targets run with the
+ *    agent's default max_chain 64, so compaction runs in the background and later epochs are
+ *    written into the containers of dropped ones; the 64 MiB rows first run until the first
+ *    compaction committed, the steady state of a running agent), the epoch encoder alone
  *    (rtcr_epoch_builder on the very bytes of an epoch) and raw LZ4_compress_default on the
  *    same bytes in frames of the same size. Goal: encoding >= 80 % of raw LZ4 speed.
  * 4. restore: a 64 MiB target with a chain of one full and 9 incremental epochs (1 MiB each)
@@ -55,6 +58,10 @@
 #include <rtcr/image.h>
 
 #include "../lib/bench_util.h"
+
+/* as the agent runs targets by default (config key max_chain): compaction in the background
+ * every 64 epochs, whose dropped containers the following epochs are written into */
+#define AGENT_DEFAULT_MAX_CHAIN 64
 
 #define KIB      ((size_t)1 << 10)
 #define MIB      ((size_t)1 << 20)
@@ -286,7 +293,7 @@ static rtcr_target_t *mw_start(struct ckb *b, const char *name, size_t mem, cons
                              .granularity = 4096,
                              .quiesce_timeout_usec = 500000,
                              .state_dir = NULL,
-                             .max_chain = 0};
+                             .max_chain = AGENT_DEFAULT_MAX_CHAIN};
     if ((r = rtcr_target_set_ckpt_params(t, &cp)) < 0)
         die("checkpoint params: %s", strerror(-r));
     pthread_mutex_lock(&b->lock);
@@ -557,6 +564,8 @@ struct pause_row {
     double goal_us;        /* 2 x copied / memcpy + 200 */
     uint64_t full_freeze;  /* freeze of the first (full) epoch */
     uint64_t full_encode;  /* encode of the first (full) epoch */
+    unsigned recycled;     /* epochs written into a recycled container */
+    unsigned compactions;  /* background compactions committed during the rounds */
     bool have_enc;         /* enc filled */
     struct enc_result enc; /* raw speeds on this row's last epoch */
 };
@@ -581,6 +590,12 @@ static struct pause_row pause_row(struct ckb *b, size_t mem, size_t dirty, unsig
         batch(b, ++n);
         checkpoint(t, &st);
     }
+    /* the rows benchmark 3 reads run into the steady state of a long-running agent first: the
+     * first background compaction has committed, so epochs go into recycled containers */
+    for (unsigned w = 0; analyse && !st.compacted_upto && w < 4 * AGENT_DEFAULT_MAX_CHAIN; w++) {
+        batch(b, ++n);
+        checkpoint(t, &st);
+    }
     uint64_t *fr = calloc(rounds, sizeof(*fr)), *qu = calloc(rounds, sizeof(*qu));
     uint64_t *cp = calloc(rounds, sizeof(*cp));
     if (!fr || !qu || !cp)
@@ -594,6 +609,8 @@ static struct pause_row pause_row(struct ckb *b, size_t mem, size_t dirty, unsig
         row.enc_bytes += st.bytes_raw;
         row.enc_usec += st.encode_usec;
         row.stored += st.bytes_stored;
+        row.recycled += st.recycled;
+        row.compactions += st.compacted_upto != 0;
         if (st.freeze_usec > row.max)
             row.max = st.freeze_usec;
     }
@@ -603,6 +620,7 @@ static struct pause_row pause_row(struct ckb *b, size_t mem, size_t dirty, unsig
     row.copied = pct(cp, rounds, 0.50);
     row.goal_us = 2.0 * (double)row.copied / lim->memcpy_warm * 1e6 + 200.0;
     if (analyse) {
+        rtcr_target_compact_wait(t); /* no compaction beside the raw measurements */
         row.enc = encoding_on_epoch(t);
         row.have_enc = true;
     }
@@ -800,19 +818,19 @@ static struct sustained sustained(struct ckb *b)
 /* ---- 4: restore --------------------------------------------------------------------------- */
 
 struct restore {
-    unsigned runs;       /* restores */
-    bool standby;        /* the target keeps a hot standby (ckpt params) */
-    uint64_t p50, max;   /* until running, us */
-    uint64_t call50;     /* rtcr_target_restore returned, us */
-    uint64_t mat50;      /* rtcr_image_materialize of the same image alone, us */
-    uint64_t down50;     /* SIGKILL until reaped and torn down (the kept pool zeroed), us */
-    uint64_t apply50;    /* standby update of an incremental epoch (1 MiB), p50 us */
-    uint64_t apply_full; /* standby rebuild by the full epoch (64 MiB), p50 us */
+    unsigned runs;        /* restores */
+    bool standby;         /* the target keeps a hot standby (ckpt params) */
+    uint64_t p50, max;    /* until running, us */
+    uint64_t call50;      /* rtcr_target_restore returned, us */
+    uint64_t mat50;       /* rtcr_image_materialize of the same image alone, us */
+    uint64_t down50;      /* SIGKILL until reaped and torn down (the kept pool zeroed), us */
+    uint64_t apply50;     /* standby update of an incremental epoch (1 MiB), p50 us */
+    uint64_t apply_full;  /* standby rebuild by the full epoch (64 MiB), p50 us */
     unsigned via_standby; /* restores that took the standby */
     unsigned via_decode;  /* restores that decoded the image */
-    bool continues;      /* every restored incarnation continued its count */
-    size_t image_bytes;  /* stored bytes of the chain (last run) */
-    unsigned epochs;     /* epochs in the chain */
+    bool continues;       /* every restored incarnation continued its count */
+    size_t image_bytes;   /* stored bytes of the chain (last run) */
+    unsigned epochs;      /* epochs in the chain */
 };
 
 static size_t image_bytes(const rtcr_image_t *img)
@@ -1075,9 +1093,13 @@ static void encoding_report(const struct pause_row *rows, unsigned nrows)
            RTCR_IMAGE_FRAME_SIZE / 1024);
     printf("method: checkpoint = sum(bytes_raw)/sum(encode_usec) of the epochs of benchmark 1; "
            "encoder = rtcr_epoch_builder\nadding the same bytes (taken from the newest epoch) "
-           "and finishing; raw = LZ4_compress_default on those bytes\n");
-    printf("%-8s %-8s %10s %10s %10s %10s %8s %9s %9s %s\n", "memory", "dirty", "ckpt_MB/s",
-           "enc_MB/s", "lz4_MB/s", "ckpt/lz4", "enc/lz4", "lz4_ratio", "xxh_GB/s", "");
+           "and finishing; raw = LZ4_compress_default on those bytes; targets run with the "
+           "agent's\ndefault max_chain %u (compaction in the background); the 64 MiB rows warm "
+           "up until the first compaction\ncommitted; recycled = epochs written into the "
+           "container of an epoch the compaction dropped\n",
+           AGENT_DEFAULT_MAX_CHAIN);
+    printf("%-8s %-8s %10s %10s %10s %10s %8s %9s %9s %9s %s\n", "memory", "dirty", "ckpt_MB/s",
+           "enc_MB/s", "lz4_MB/s", "ckpt/lz4", "enc/lz4", "lz4_ratio", "xxh_GB/s", "recycled", "");
     double key_ratio = -1;
     for (unsigned i = 0; i < nrows; i++) {
         const struct pause_row *row = &rows[i];
@@ -1090,18 +1112,20 @@ static void encoding_report(const struct pause_row *rows, unsigned nrows)
         snprintf(k, sizeof(k), "ckpt_encode_%s_%s", m, d);
         if (row->have_enc) {
             double ratio = ckpt_bps / row->enc.lz4_bps;
-            printf("%-8s %-8s %10.0f %10.0f %10.0f %10.2f %8.2f %9.2f %9.1f %s\n", m, d,
+            char rc[24];
+            snprintf(rc, sizeof(rc), "%u/%u", row->recycled, row->rounds);
+            printf("%-8s %-8s %10.0f %10.0f %10.0f %10.2f %8.2f %9.2f %9.1f %9s %s\n", m, d,
                    ckpt_bps / 1e6, row->enc.builder_bps / 1e6, row->enc.lz4_bps / 1e6, ratio,
                    row->enc.builder_bps / row->enc.lz4_bps, row->enc.lz4_ratio,
-                   row->enc.xxh_bps / 1e9, verdict(ratio >= 0.8));
+                   row->enc.xxh_bps / 1e9, rc, verdict(ratio >= 0.8));
             printf("BENCH %s_lz4=%.0f MB/s\n", k, row->enc.lz4_bps / 1e6);
             printf("BENCH %s_encoder=%.0f MB/s\n", k, row->enc.builder_bps / 1e6);
             printf("BENCH %s_vs_lz4=%.3f x\n", k, ratio);
             if (row->dirty == MIB)
                 key_ratio = ratio;
         } else {
-            printf("%-8s %-8s %10.0f %10s %10s %10s %8s %9s %9s\n", m, d, ckpt_bps / 1e6, "-", "-",
-                   "-", "-", "-", "-");
+            printf("%-8s %-8s %10.0f %10s %10s %10s %8s %9s %9s %9s\n", m, d, ckpt_bps / 1e6, "-",
+                   "-", "-", "-", "-", "-", "-");
         }
         printf("BENCH %s=%.0f MB/s\n", k, ckpt_bps / 1e6);
     }
@@ -1134,9 +1158,9 @@ static void restore_report(struct ckb *b, const struct limits *lim, const struct
     const struct restore *v[2] = {&sb, &dec};
     for (int i = 0; i < 2; i++)
         printf("%-8s %4u %9.1f %9.1f %9.1f %11.1f %5u/%-5u %10" PRIu64 " %9" PRIu64 "\n",
-               v[i]->standby ? "standby" : "decode", v[i]->runs, v[i]->p50 / 1e3,
-               v[i]->max / 1e3, v[i]->call50 / 1e3, v[i]->down50 / 1e3, v[i]->via_standby,
-               v[i]->via_decode, v[i]->apply50, v[i]->apply_full);
+               v[i]->standby ? "standby" : "decode", v[i]->runs, v[i]->p50 / 1e3, v[i]->max / 1e3,
+               v[i]->call50 / 1e3, v[i]->down50 / 1e3, v[i]->via_standby, v[i]->via_decode,
+               v[i]->apply50, v[i]->apply_full);
     printf("image %.1f MiB in %u epochs; materialize alone p50 %.1f ms; floor of decoding (%s) "
            "%.1f ms; continues: %s\n"
            "  apply_us: standby update per incremental epoch (memcpy of the staged 1 MiB, after "

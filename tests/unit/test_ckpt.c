@@ -1,8 +1,9 @@
 /* test_ckpt.c — checkpoint and restore of real target processes through the ECU runtime:
  * continuity of brake's counters across kill + restore, cap-space equality (slots and types;
  * only badges differ), restore into a badge namespace that already holds the old badges,
- * a 100-epoch chain against its compaction, corrupt / truncated / foreign images, quota,
- * restore on another ECU, and a target that does not quiesce. */
+ * a 100-epoch chain against its compaction, compaction in the background, corrupt / truncated /
+ * foreign images, quota, restore on another ECU, and a target that does not quiesce. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -26,11 +27,11 @@
 /* ---- fixture: an ECU, a brake target, and a thread firing IRQ line 5 every 5 ms ---------- */
 
 struct fx {
-    rtcr_ecu_t *ecu;        /* the ECU */
-    rtcr_target_t *brake;   /* brake */
-    pthread_t sensor;       /* fires line 5 */
-    volatile bool stop;     /* stops the sensor */
-    char dir[64];           /* state dir */
+    rtcr_ecu_t *ecu;      /* the ECU */
+    rtcr_target_t *brake; /* brake */
+    pthread_t sensor;     /* fires line 5 */
+    volatile bool stop;   /* stops the sensor */
+    char dir[64];         /* state dir */
 };
 
 static void *sensor_main(void *p)
@@ -94,9 +95,9 @@ static int teardown(void **state)
 
 /* All tick values in the LOG, in order, never decrease: a restart from zero would. */
 struct mono {
-    long prev;      /* previous tick */
-    long drops;     /* decreases seen */
-    long n;         /* tick lines */
+    long prev;  /* previous tick */
+    long drops; /* decreases seen */
+    long n;     /* tick lines */
 };
 
 static int mono_line(void *ctx, const char *line)
@@ -272,6 +273,78 @@ static void test_chain_of_100_equals_compacted(void **state)
     assert_int_equal(m.drops, 0);
 }
 
+static size_t count_epoch_files(const char *dir)
+{
+    char path[512];
+    size_t n = 0;
+    snprintf(path, sizeof(path), "%s/brake", dir);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    for (struct dirent *de; (de = readdir(d));)
+        n += strncmp(de->d_name, "epoch-", 6) == 0;
+    closedir(d);
+    return n;
+}
+
+/* max_chain 8: compaction runs on its own thread. The chain never holds more than 2 x 8
+ * epochs, compactions commit, later epochs are written into containers of dropped ones, the
+ * files follow the chain, a restore from the compacted chain continues, and the full epoch of
+ * the next incarnation (which drops the chain) waits for a compaction still running. */
+static void test_background_compaction(void **state)
+{
+    struct fx *f = *state;
+    rtcr_ckpt_params_t cp = {.dirty_mode = -1,
+                             .granularity = 4096,
+                             .quiesce_timeout_usec = 3000000,
+                             .state_dir = f->dir,
+                             .max_chain = 8};
+    assert_int_equal(rtcr_target_set_ckpt_params(f->brake, &cp), 0);
+    size_t longest = 0, commits = 0, recycled = 0, started = 0;
+    uint64_t prev_upto = 0;
+    for (int i = 0; i < 60; i++) {
+        rtcr_epoch_stats_t st;
+        checkpoint_ok(f->brake, &st);
+        size_t n = rtcr_image_count(rtcr_target_image(f->brake));
+        longest = n > longest ? n : longest;
+        started += st.compact_started;
+        recycled += st.recycled;
+        if (st.compacted_upto) {
+            commits++;
+            assert_true(st.compacted_upto > prev_upto);
+            assert_true(st.compacted_upto < st.epoch);
+            prev_upto = st.compacted_upto;
+            assert_int_equal(rtcr_image_first(rtcr_target_image(f->brake)), st.compacted_upto);
+        }
+        tu_sleep_ms(2);
+    }
+    assert_true(longest <= 16);
+    assert_true(commits >= 1);
+    assert_true(started >= commits);
+    assert_true(recycled >= 1);
+    const rtcr_image_t *img = rtcr_target_image(f->brake);
+    rtcr_image_err_t ierr;
+    assert_int_equal(rtcr_image_check(img, &ierr), 0);
+    assert_int_equal(rtcr_image_first(img), prev_upto);
+    assert_true(rtcr_epoch_header(rtcr_image_epoch(img, prev_upto))->compacted_from > 0);
+    assert_true(count_epoch_files(f->dir) <= 17);
+
+    long tick, irq;
+    kill_wait(f->ecu, f->brake);
+    assert_true(tu_last_tick(f->brake, &tick, &irq));
+    char err[512];
+    int r = rtcr_target_restore(f->brake, 0, err, sizeof(err));
+    if (r < 0)
+        fail_msg("restore from the compacted chain failed: %s", err);
+    assert_true(tu_wait_tick(f->brake, tick + 5, irq + 1, 5000) >= 0);
+    rtcr_epoch_stats_t st;
+    checkpoint_ok(f->brake, &st); /* a full epoch: the chain is replaced */
+    assert_true(st.full);
+    assert_int_equal(rtcr_image_count(rtcr_target_image(f->brake)), 1);
+    struct mono m = {0, 0, 0};
+    rtcr_target_foreach_log(f->brake, mono_line, &m);
+    assert_int_equal(m.drops, 0);
+}
+
 static void corrupt_file(const char *dir, uint64_t epoch, bool truncate_it)
 {
     char path[512];
@@ -405,8 +478,7 @@ static void test_quiesce_timeout(void **state)
     (void)state;
     rtcr_ecu_t *ecu = new_ecu("ecu-q");
     rtcr_target_t *t = add(ecu, "spinner", tu_target_path("spinner"), 4u << 20, NULL);
-    rtcr_ckpt_params_t cp = {.dirty_mode = -1, .granularity = 4096,
-                             .quiesce_timeout_usec = 100000};
+    rtcr_ckpt_params_t cp = {.dirty_mode = -1, .granularity = 4096, .quiesce_timeout_usec = 100000};
     assert_int_equal(rtcr_target_set_ckpt_params(t, &cp), 0);
     assert_int_equal(rtcr_target_start(t), 0);
     assert_true(tu_wait_state(ecu, t, RTCR_TARGET_RUNNING, 3000));
@@ -449,9 +521,9 @@ static void test_not_running(void **state)
  * second entrypoint, through two rounds of checkpoint, kill and restore ------------------ */
 
 struct lfx {
-    rtcr_ecu_t *ecu;   /* the ECU */
-    rtcr_target_t *t;  /* logger */
-    char dir[64];      /* state dir */
+    rtcr_ecu_t *ecu;  /* the ECU */
+    rtcr_target_t *t; /* logger */
+    char dir[64];     /* state dir */
 };
 
 static int logger_setup(void **state)
@@ -494,8 +566,7 @@ static int round_line(void *ctx, const char *line)
         if (n > r->last)
             r->last = n;
         r->bad += strstr(line, "(ram ok)") == NULL;
-    } else if (sscanf(at, "logger: audit %ld after round %ld", &k, &n) == 2 &&
-               n > r->audit_after) {
+    } else if (sscanf(at, "logger: audit %ld after round %ld", &k, &n) == 2 && n > r->audit_after) {
         r->audit_after = n;
     }
     return 0;
@@ -531,8 +602,10 @@ static struct rounds wait_rounds(rtcr_target_t *t, long min_round, long min_audi
 
 static void logger_restores(struct lfx *f, bool standby)
 {
-    rtcr_ckpt_params_t cp = {.dirty_mode = -1, .granularity = 4096,
-                             .quiesce_timeout_usec = 3000000, .state_dir = f->dir,
+    rtcr_ckpt_params_t cp = {.dirty_mode = -1,
+                             .granularity = 4096,
+                             .quiesce_timeout_usec = 3000000,
+                             .state_dir = f->dir,
                              .standby = standby};
     assert_int_equal(rtcr_target_set_ckpt_params(f->t, &cp), 0);
     assert_int_equal(rtcr_target_start(f->t), 0);
@@ -588,14 +661,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_continuity_and_cap_space, setup, teardown),
         cmocka_unit_test_setup_teardown(test_badge_collision, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chain_of_100_equals_compacted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_truncated_foreign_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_on_another_ecu, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_running, setup, teardown),
         cmocka_unit_test(test_quiesce_timeout),
         cmocka_unit_test_setup_teardown(test_logger_continues_after_restore, logger_setup,
                                         logger_teardown),
-        cmocka_unit_test_setup_teardown(test_logger_continues_after_standby_restore,
-                                        logger_setup, logger_teardown),
+        cmocka_unit_test_setup_teardown(test_logger_continues_after_standby_restore, logger_setup,
+                                        logger_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

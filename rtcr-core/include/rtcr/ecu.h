@@ -161,6 +161,12 @@ typedef struct rtcr_epoch_stats {
     uint64_t bytes_stored;   /* epoch bytes after compression and framing */
     uint64_t encode_usec;    /* compress + hash + frame, while the target runs */
     uint64_t write_usec;     /* writing the epoch file (0 without a state dir) */
+    bool recycled;           /* written into the container of an epoch compaction dropped */
+    bool compact_started;    /* chain longer than max_chain: compaction started (background) */
+    uint64_t compacted_upto; /* a compaction committed: epochs up to this one are now one full
+                                epoch (0: none this time) */
+    uint64_t compact_usec;   /* how long that compaction ran on its thread */
+    uint64_t compact_wait;   /* usec waited for a running compaction (chain at 2 x max_chain) */
 } rtcr_epoch_stats_t;
 
 /* Set the checkpoint parameters (before the first checkpoint of an incarnation). -EINVAL. */
@@ -174,6 +180,9 @@ int rtcr_target_set_ckpt_params(rtcr_target_t *t, const rtcr_ckpt_params_t *para
  * be NULL) gets a message naming the cause. */
 int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char *err,
                            size_t errsz);
+/* Wait for the compaction running in the background, if any (see max_chain), and commit it.
+ * Returns the epoch the full epoch replaced, 0 if none was committed. */
+uint64_t rtcr_target_compact_wait(rtcr_target_t *t);
 /* Statistics of the newest epoch taken; -ENOENT if none. */
 int rtcr_target_last_stats(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats);
 /* The target's image (chain of epochs), borrowed until the next checkpoint/restore; NULL if
