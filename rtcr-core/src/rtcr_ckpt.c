@@ -184,7 +184,11 @@ static uint64_t compact_finish(struct rtcr_target *t, bool wait, bool commit, ui
         *ret_usec = k->usec;
     if (commit && k->result == 0) {
         uint64_t e = rtcr_image_compaction_epoch(k->c);
-        if (rtcr_image_compaction_commit(t->image, &k->c, &ierr, NULL) == 0) {
+        /* under the lock: the standby's apply thread looks epochs up in t->image */
+        pthread_mutex_lock(&t->lock);
+        int cr = rtcr_image_compaction_commit(t->image, &k->c, &ierr, NULL);
+        pthread_mutex_unlock(&t->lock);
+        if (cr == 0) {
             upto = e;
             t->compactions++;
             /* the full epoch's file is fsynced: the files it supersedes can go */
@@ -1147,8 +1151,14 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
         compact_finish(t, true, false, NULL); /* the full epoch drops the epochs it reads */
     if (r >= 0 && !t->image && !(t->image = rtcr_image_new(t->name, NULL)))
         r = -ENOMEM;
-    if (r >= 0 && (r = rtcr_image_add_epoch(t->image, &ep, &ierr)) < 0)
-        set_err(err, errsz, "epoch %" PRIu64 " of '%s' not added: %s", epoch, t->name, ierr.msg);
+    if (r >= 0) {
+        pthread_mutex_lock(&t->lock); /* see compact_finish */
+        r = rtcr_image_add_epoch(t->image, &ep, &ierr);
+        pthread_mutex_unlock(&t->lock);
+        if (r < 0)
+            set_err(err, errsz, "epoch %" PRIu64 " of '%s' not added: %s", epoch, t->name,
+                    ierr.msg);
+    }
     rtcr_epoch_destroy(&ep);
     if (r < 0) {
         /* tracking was re-armed: what this epoch collected is lost, so start over full */
