@@ -205,7 +205,6 @@ struct rtcr_target {
     struct rtcr_image *image;      /* the chain of epochs (owned), NULL if none */
     bool incarnation_has_epoch;    /* an epoch was taken in this incarnation */
     struct compactor *compactor;   /* compaction running in the background, or NULL */
-    uint64_t compactions;          /* committed compactions */
     rtcr_epoch_stats_t last_stats; /* of the newest epoch */
     bool have_stats;               /* last_stats valid */
     uint8_t build_id[64];          /* build id of the binary */

@@ -101,12 +101,11 @@ void ckpt_incarnation_end(struct rtcr_target *t)
  * pinned down; the time went into capturing the stored state, not into the copy). */
 #define COMPACT_NICE 19
 struct compactor {
-    struct rtcr_target *t;      /* whose chain */
     pthread_t thread;           /* running compact_main */
     rtcr_image_compaction_t *c; /* the job (borrows epochs of t->image) */
     char *dir;                  /* state dir to write the full epoch to, or NULL */
     atomic_bool done;           /* compact_main returned */
-    pid_t tid;                  /* its thread id (0 until it runs) */
+    pid_t tid;                  /* its thread id (0 until it runs; atomic access) */
     int result;                 /* of the compaction: 0 or -errno */
     int written;                /* of writing the file: 0, -errno, 1 not written (no dir) */
     uint64_t usec;              /* how long it ran */
@@ -118,8 +117,9 @@ static void *compact_main(void *arg)
     struct compactor *k = arg;
     uint64_t t0 = now_usec();
 
-    k->tid = gettid();
-    setpriority(PRIO_PROCESS, (id_t)k->tid, COMPACT_NICE); /* best effort */
+    pid_t tid = gettid();
+    __atomic_store_n(&k->tid, tid, __ATOMIC_RELEASE);
+    setpriority(PRIO_PROCESS, (id_t)tid, COMPACT_NICE); /* best effort */
     k->result = rtcr_image_compaction_run(k->c, &k->err);
     k->written = 1;
     if (k->result == 0 && k->dir) {
@@ -142,7 +142,6 @@ static int compact_start(struct rtcr_target *t)
 
     if (!k)
         return -ENOMEM;
-    k->t = t;
     if ((r = rtcr_image_compaction_new(t->image, rtcr_image_last(t->image), &ierr, &k->c)) < 0)
         goto fail;
     if (t->ckpt.state_dir && !(k->dir = strdup(t->ckpt.state_dir))) {
@@ -176,8 +175,9 @@ static uint64_t compact_finish(struct rtcr_target *t, bool wait, bool commit, ui
         *ret_usec = 0;
     if (!k || (!wait && !atomic_load(&k->done)))
         return 0;
-    if (!atomic_load(&k->done) && k->tid > 0)
-        setpriority(PRIO_PROCESS, (id_t)k->tid, 0); /* needs CAP_SYS_NICE; best effort */
+    pid_t tid = __atomic_load_n(&k->tid, __ATOMIC_ACQUIRE);
+    if (!atomic_load(&k->done) && tid > 0)
+        setpriority(PRIO_PROCESS, (id_t)tid, 0); /* needs CAP_SYS_NICE; best effort */
     pthread_join(k->thread, NULL);
     t->compactor = NULL;
     if (ret_usec)
@@ -190,7 +190,6 @@ static uint64_t compact_finish(struct rtcr_target *t, bool wait, bool commit, ui
         pthread_mutex_unlock(&t->lock);
         if (cr == 0) {
             upto = e;
-            t->compactions++;
             /* the full epoch's file is fsynced: the files it supersedes can go */
             if (k->written == 0)
                 rtcr_image_prune_dir(k->dir, t->name, e, &ierr);
@@ -1110,12 +1109,9 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
                 t->name, strerror(-r));
     afree(&a);
 
-    size_t spares0 = 0, spares1 = 0;
-    rtcr_image_spares(t->image, &spares0, NULL);
     if (r >= 0 && (r = rtcr_epoch_builder_reserve_recycled(b, st->used, t->image)) < 0)
         set_err(err, errsz, "epoch %" PRIu64 " of '%s': %s", epoch, t->name, strerror(-r));
-    rtcr_image_spares(t->image, &spares1, NULL);
-    stats.recycled = spares1 < spares0;
+    stats.recycled = r == 1;
     if (r >= 0) {
         if ((r = encode_stage(b, st)) < 0)
             set_err(err, errsz, "epoch %" PRIu64 " of '%s': encoding the pages failed: %s", epoch,
@@ -1179,12 +1175,6 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     stats.full = full;
     stats.pages_scanned = ds.pages_scanned;
     stats.bytes_stored = len;
-    pthread_mutex_lock(&t->lock);
-    t->incarnation_has_epoch = true;
-    t->last_stats = stats;
-    t->have_stats = true;
-    pthread_mutex_unlock(&t->lock);
-
     /* a full epoch on disk supersedes every older file of the target (an earlier incarnation's
      * chain stays otherwise until compaction): it is written and fsynced, so drop them */
     if (full && t->ckpt.state_dir)
@@ -1200,10 +1190,12 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
             stats.compact_wait = now_usec() - w0;
         if (!t->compactor && rtcr_image_count(t->image) > t->ckpt.max_chain)
             stats.compact_started = compact_start(t) == 0;
-        pthread_mutex_lock(&t->lock);
-        t->last_stats = stats;
-        pthread_mutex_unlock(&t->lock);
     }
+    pthread_mutex_lock(&t->lock);
+    t->incarnation_has_epoch = true;
+    t->last_stats = stats;
+    t->have_stats = true;
+    pthread_mutex_unlock(&t->lock);
     if (ret_stats)
         *ret_stats = stats;
     return 0;

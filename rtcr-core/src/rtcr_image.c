@@ -703,7 +703,7 @@ int rtcr_epoch_builder_reserve_recycled(rtcr_epoch_builder_t *b, uint64_t raw_by
             free(b->out);
             b->out = sp;
             b->out_cap = cap;
-            return 0;
+            return 1;
         }
     }
     return rtcr_epoch_builder_reserve(b, raw_bytes);

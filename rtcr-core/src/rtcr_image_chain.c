@@ -886,8 +886,9 @@ static int memstate_dst(void *opaque, uint32_t badge, uint64_t size, void **ret_
     return 0;
 }
 
-int rtcr_image_materialize(const rtcr_image_t *img, uint64_t epoch, rtcr_image_err_t *err,
-                           rtcr_memstate_t **ret)
+/* rtcr_image_materialize on `workers` threads (0: as many as help) */
+static int materialize_mt(const rtcr_image_t *img, uint64_t epoch, unsigned workers,
+                          rtcr_image_err_t *err, rtcr_memstate_t **ret)
 {
     rtcr_memstate_t *m;
     int r;
@@ -898,13 +899,19 @@ int rtcr_image_materialize(const rtcr_image_t *img, uint64_t epoch, rtcr_image_e
     if (!m)
         return -ENOMEM;
     m->max_ds = img->lim.max_dataspace;
-    r = rtcr_image_materialize_into(img, epoch, memstate_dst, m, err);
+    r = rtcr_image_materialize_into_mt(img, epoch, workers, memstate_dst, m, err);
     if (r < 0) {
         rtcr_memstate_destroy(&m);
         return r;
     }
     *ret = m;
     return 0;
+}
+
+int rtcr_image_materialize(const rtcr_image_t *img, uint64_t epoch, rtcr_image_err_t *err,
+                           rtcr_memstate_t **ret)
+{
+    return materialize_mt(img, epoch, 0, err, ret);
 }
 
 /* ---- compaction ----------------------------------------------------------------------- */
@@ -992,13 +999,7 @@ int rtcr_image_compaction_run(rtcr_image_compaction_t *c, rtcr_image_err_t *err)
     ek = img->epochs[img->n - 1];
     h = ek->hdr;
     /* one thread: a compaction runs beside the target and its checkpoints, not against them */
-    m = calloc(1, sizeof(*m));
-    if (!m) {
-        r = -ENOMEM;
-        goto out;
-    }
-    m->max_ds = img->lim.max_dataspace;
-    r = rtcr_image_materialize_into_mt(img, c->upto, 1, memstate_dst, m, err);
+    r = materialize_mt(img, c->upto, 1, err, &m);
     if (r < 0)
         goto out;
     libs = calloc(h->n_libraries ? h->n_libraries : 1, sizeof(*libs));

@@ -25,6 +25,27 @@ static inline void kill_wait(rtcr_ecu_t *ecu, rtcr_target_t *t)
     assert_true(tu_wait_state(ecu, t, RTCR_TARGET_FAILED, 10000));
 }
 
+/* rtcr_target_foreach_log callback: all tick values in the LOG, in order, never decrease (a
+ * restart from zero would). Start with struct mono m = {0, 0, 0}; expect m.drops == 0. */
+struct mono {
+    long prev;  /* previous tick */
+    long drops; /* decreases seen */
+    long n;     /* tick lines */
+};
+
+static inline int mono_line(void *ctx, const char *line)
+{
+    struct mono *m = ctx;
+    long tick, irq;
+    if (sscanf(line, "tick=%ld irq=%ld", &tick, &irq) == 2) {
+        if (tick < m->prev)
+            m->drops++;
+        m->prev = tick;
+        m->n++;
+    }
+    return 0;
+}
+
 /* Remove a test's state directory tree. */
 static inline void rm_dir(const char *dir)
 {

@@ -93,26 +93,6 @@ static int teardown(void **state)
     return 0;
 }
 
-/* All tick values in the LOG, in order, never decrease: a restart from zero would. */
-struct mono {
-    long prev;  /* previous tick */
-    long drops; /* decreases seen */
-    long n;     /* tick lines */
-};
-
-static int mono_line(void *ctx, const char *line)
-{
-    struct mono *m = ctx;
-    long tick, irq;
-    if (sscanf(line, "tick=%ld irq=%ld", &tick, &irq) == 2) {
-        if (tick < m->prev)
-            m->drops++;
-        m->prev = tick;
-        m->n++;
-    }
-    return 0;
-}
-
 /* ---- tests ---------------------------------------------------------------------------------- */
 
 static void test_continuity_and_cap_space(void **state)

@@ -513,26 +513,6 @@ static void restore_ok(struct fx *f, rtcr_target_t *t, uint64_t epoch, enum rtcr
                  rtcr_restore_path_name(want));
 }
 
-/* All tick values in the LOG never decrease: a restart from zero would. */
-struct mono {
-    long prev;  /* previous tick */
-    long drops; /* decreases seen */
-    long n;     /* tick lines */
-};
-
-static int mono_line(void *ctx, const char *line)
-{
-    struct mono *m = ctx;
-    long tick, irq;
-    if (sscanf(line, "tick=%ld irq=%ld", &tick, &irq) == 2) {
-        if (tick < m->prev)
-            m->drops++;
-        m->prev = tick;
-        m->n++;
-    }
-    return 0;
-}
-
 static void test_restore_via_standby_continues(void **state)
 {
     struct fx *f = *state;

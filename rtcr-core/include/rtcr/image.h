@@ -376,7 +376,8 @@ void rtcr_image_spares(const rtcr_image_t *img, size_t *ret_count, size_t *ret_b
 
 /* As rtcr_epoch_builder_reserve, taking the smallest large enough spare container of `img`
  * (see rtcr_image_compaction_commit) when the builder has no output yet; img may be NULL.
- * The builder owns the container from then on; the finished epoch keeps it. */
+ * The builder owns the container from then on; the finished epoch keeps it. 1: a spare was
+ * taken, 0: reserved as rtcr_epoch_builder_reserve does; errors as there. */
 int rtcr_epoch_builder_reserve_recycled(rtcr_epoch_builder_t *b, uint64_t raw_bytes,
                                         rtcr_image_t *img);
 
