@@ -699,14 +699,30 @@ int rtcr_epoch_builder_reserve_recycled(rtcr_epoch_builder_t *b, uint64_t raw_by
         return 0;
     if (b->stream_len == 0) {
         uint8_t *sp = rtcr_image__take_spare(img, need, &cap);
-        if (sp) {
-            free(b->out);
-            b->out = sp;
-            b->out_cap = cap;
+        if (sp && rtcr_image__builder_give(b, sp, cap) == 0)
             return 1;
-        }
     }
     return rtcr_epoch_builder_reserve(b, raw_bytes);
+}
+
+size_t rtcr_image__reserve_need(uint64_t raw_bytes)
+{
+    rtcr_epoch_builder_t empty = {0};
+    size_t need = 0;
+
+    return reserve_size(&empty, raw_bytes, &need) == 0 ? need : SIZE_MAX;
+}
+
+int rtcr_image__builder_give(rtcr_epoch_builder_t *b, uint8_t *buf, size_t cap)
+{
+    if (!b || b->finished || b->stream_len != 0) {
+        free(buf);
+        return -EINVAL;
+    }
+    free(b->out);
+    b->out = buf;
+    b->out_cap = cap;
+    return 0;
 }
 
 uint8_t *rtcr_image__epoch_take_buf(rtcr_epoch_t *e, size_t *ret_cap)

@@ -56,13 +56,14 @@ struct rtcr_image {
     bool borrowed;                          /* a compaction's view: epochs are not owned */
 };
 
-/* Drop epoch *pe of img: its container joins the spares if it was an incremental epoch (the
- * next incremental epochs have about its size) and there is room; freed otherwise. */
+/* Drop epoch *pe of img: its container joins the spares if there is room (the next
+ * incremental epochs have about the size of an incremental one, the next compaction that of a
+ * full one); freed otherwise. */
 static void drop_epoch(rtcr_image_t *img, rtcr_epoch_t **pe)
 {
     rtcr_epoch_t *e = *pe;
 
-    if (e && !rtcr_epoch_is_full(e) && img->n_spares < RTCR_IMAGE_SPARES) {
+    if (e && img->n_spares < RTCR_IMAGE_SPARES) {
         size_t cap;
         uint8_t *buf = rtcr_image__epoch_take_buf(e, &cap);
         if (buf && cap <= RTCR_IMAGE_SPARE_MAX && img->spare_bytes + cap <= RTCR_IMAGE_SPARE_MAX) {
@@ -316,6 +317,7 @@ struct mds {
     uint32_t badge;   /* dataspace */
     uint64_t size;    /* bytes */
     uint64_t life;    /* first epoch of its current lifetime */
+    uint64_t have;    /* dst already holds the dataspace at this epoch (0: dst is zero-filled) */
     uint8_t *dst;     /* destination buffer */
     struct ival *cov; /* bytes written by the epochs planned so far (newer ones), sorted,
                          disjoint and not touching */
@@ -455,7 +457,7 @@ static int plan_epoch(const rtcr_epoch_t *e, struct mds *m, size_t n, struct mpl
         struct mds *d = mds_find(m, n, dp->badge);
         int r;
 
-        if (!d || num < d->life)
+        if (!d || num < d->life || num <= d->have)
             continue;
         for (size_t j = 0; j < dp->n_runs; j++) {
             const RtcrImg__PageRun *run = dp->runs[j];
@@ -505,8 +507,9 @@ static int plan_epoch(const rtcr_epoch_t *e, struct mds *m, size_t n, struct mpl
     for (size_t i = 0; i < idx->n_dataspaces; i++) {
         struct mds *d = mds_find(m, n, idx->dataspaces[i]->badge);
         int r;
-        /* what the first epoch of a lifetime writes matters to no older epoch */
-        if (d && num > d->life && (r = cover_runs(d, idx->dataspaces[i])) < 0)
+        /* what the first epoch of a lifetime (or the oldest one applied onto what dst already
+         * holds) writes matters to no older epoch */
+        if (d && num > d->life && num > d->have + 1 && (r = cover_runs(d, idx->dataspaces[i])) < 0)
             return r;
     }
     /* a group per epoch that has work; plan_order puts the groups oldest first */
@@ -713,6 +716,20 @@ static int foreach_ds(const RtcrImg__StoredState *s,
     return 0;
 }
 
+struct memds {
+    uint32_t badge; /* dataspace */
+    uint64_t size;  /* bytes */
+    uint8_t *data;  /* content (calloc) */
+};
+
+struct rtcr_memstate {
+    struct memds *ds; /* dataspaces in metadata order */
+    size_t n;         /* used entries */
+    size_t cap;       /* allocated entries */
+    uint64_t max_ds;  /* size limit per dataspace */
+    uint64_t epoch;   /* the epoch whose memory this is */
+};
+
 struct collect {
     const rtcr_image_t *img; /* the chain */
     size_t k;                /* index of the target epoch */
@@ -720,7 +737,12 @@ struct collect {
     size_t n;                /* used entries of m */
     rtcr_image_ds_fn fn;     /* caller's destination callback */
     void *opaque;            /* its argument */
+    rtcr_memstate_t *prev;   /* memory of an earlier epoch to build on, or NULL (then opaque is
+                                the rtcr_memstate_t being filled) */
 };
+
+static int memstate_put(rtcr_memstate_t *m, uint32_t badge, uint64_t size, uint8_t *data);
+static uint8_t *memstate_take(rtcr_memstate_t *m, uint32_t badge, uint64_t size, uint64_t life);
 
 static int collect_one(void *opaque, const RtcrImg__Dataspace *d)
 {
@@ -738,21 +760,31 @@ static int collect_one(void *opaque, const RtcrImg__Dataspace *d)
             break;
         j--;
     }
-    r = c->fn(c->opaque, d->badge, d->size, &dst);
-    if (r < 0)
+    uint64_t life = rtcr_epoch_number(c->img->epochs[j]), have = 0;
+    uint8_t *old = c->prev ? memstate_take(c->prev, d->badge, d->size, life) : NULL;
+    if (old) {
+        /* the same dataspace in the same lifetime: apply only the newer epochs onto it */
+        if ((r = memstate_put(c->opaque, d->badge, d->size, old)) < 0) {
+            free(old);
+            return r;
+        }
+        dst = old;
+        have = c->prev->epoch;
+    } else if ((r = c->fn(c->opaque, d->badge, d->size, &dst)) < 0) {
         return r;
+    }
     if (!dst)
         return -EINVAL;
-    *md = (struct mds){.badge = d->badge,
-                       .size = d->size,
-                       .life = rtcr_epoch_number(c->img->epochs[j]),
-                       .dst = dst};
+    *md = (struct mds){.badge = d->badge, .size = d->size, .life = life, .have = have, .dst = dst};
     c->n++;
     return 0;
 }
 
-int rtcr_image_materialize_into_mt(const rtcr_image_t *img, uint64_t epoch, unsigned workers,
-                                   rtcr_image_ds_fn fn, void *opaque, rtcr_image_err_t *err)
+/* rtcr_image_materialize_into_mt; with `prev` (the memory of an earlier epoch of img, whose
+ * buffers are moved into the rtcr_memstate_t `opaque` where they can be reused) */
+static int materialize(const rtcr_image_t *img, uint64_t epoch, unsigned workers,
+                       rtcr_image_ds_fn fn, void *opaque, rtcr_memstate_t *prev,
+                       rtcr_image_err_t *err)
 {
     const rtcr_epoch_t *ek;
     struct collect c = {0};
@@ -775,6 +807,7 @@ int rtcr_image_materialize_into_mt(const rtcr_image_t *img, uint64_t epoch, unsi
     c.k = epoch - rtcr_image_first(img);
     c.fn = fn;
     c.opaque = opaque;
+    c.prev = prev && prev->epoch <= epoch ? prev : NULL;
     c.m = calloc(ek->n_ds ? ek->n_ds : 1, sizeof(*c.m));
     if (!c.m)
         return -ENOMEM;
@@ -800,24 +833,17 @@ out:
     return r;
 }
 
+int rtcr_image_materialize_into_mt(const rtcr_image_t *img, uint64_t epoch, unsigned workers,
+                                   rtcr_image_ds_fn fn, void *opaque, rtcr_image_err_t *err)
+{
+    return materialize(img, epoch, workers, fn, opaque, NULL, err);
+}
+
 int rtcr_image_materialize_into(const rtcr_image_t *img, uint64_t epoch, rtcr_image_ds_fn fn,
                                 void *opaque, rtcr_image_err_t *err)
 {
     return rtcr_image_materialize_into_mt(img, epoch, 0, fn, opaque, err);
 }
-
-struct memds {
-    uint32_t badge; /* dataspace */
-    uint64_t size;  /* bytes */
-    uint8_t *data;  /* content (calloc) */
-};
-
-struct rtcr_memstate {
-    struct memds *ds; /* dataspaces in metadata order */
-    size_t n;         /* used entries */
-    size_t cap;       /* allocated entries */
-    uint64_t max_ds;  /* size limit per dataspace */
-};
 
 void rtcr_memstate_destroy(rtcr_memstate_t **p)
 {
@@ -827,7 +853,7 @@ void rtcr_memstate_destroy(rtcr_memstate_t **p)
         return;
     m = *p;
     for (size_t i = 0; i < m->n; i++)
-        free(m->ds[i].data);
+        free(m->ds[i].data); /* NULL where memstate_take took it */
     free(m->ds);
     free(m);
     *p = NULL;
@@ -863,13 +889,14 @@ const uint8_t *rtcr_memstate_find(const rtcr_memstate_t *m, uint32_t badge, uint
     return NULL;
 }
 
-static int memstate_dst(void *opaque, uint32_t badge, uint64_t size, void **ret_dst)
+uint64_t rtcr_memstate_epoch(const rtcr_memstate_t *m)
 {
-    rtcr_memstate_t *m = opaque;
-    uint8_t *data;
+    return m->epoch;
+}
 
-    if (size > m->max_ds || size > SIZE_MAX)
-        return -E2BIG;
+/* Append dataspace `badge` with its content `data` (m takes it on success). */
+static int memstate_put(rtcr_memstate_t *m, uint32_t badge, uint64_t size, uint8_t *data)
+{
     if (m->n == m->cap) {
         size_t nc = m->cap ? 2 * m->cap : 16;
         struct memds *nd = realloc(m->ds, nc * sizeof(*nd));
@@ -878,28 +905,68 @@ static int memstate_dst(void *opaque, uint32_t badge, uint64_t size, void **ret_
         m->ds = nd;
         m->cap = nc;
     }
+    m->ds[m->n++] = (struct memds){.badge = badge, .size = size, .data = data};
+    return 0;
+}
+
+/* Take the content of dataspace `badge` out of m (the caller owns it) if m has it with this
+ * size and it is of the lifetime that began at epoch `life` (so life <= m's epoch); NULL
+ * otherwise. */
+static uint8_t *memstate_take(rtcr_memstate_t *m, uint32_t badge, uint64_t size, uint64_t life)
+{
+    if (life > m->epoch)
+        return NULL;
+    for (size_t i = 0; i < m->n; i++)
+        if (m->ds[i].badge == badge && m->ds[i].size == size && m->ds[i].data) {
+            uint8_t *data = m->ds[i].data;
+            m->ds[i].data = NULL;
+            return data;
+        }
+    return NULL;
+}
+
+static int memstate_dst(void *opaque, uint32_t badge, uint64_t size, void **ret_dst)
+{
+    rtcr_memstate_t *m = opaque;
+    uint8_t *data;
+    int r;
+
+    if (size > m->max_ds || size > SIZE_MAX)
+        return -E2BIG;
     data = calloc(1, (size_t)size);
     if (!data)
         return -ENOMEM;
-    m->ds[m->n++] = (struct memds){.badge = badge, .size = size, .data = data};
+    if ((r = memstate_put(m, badge, size, data)) < 0) {
+        free(data);
+        return r;
+    }
     *ret_dst = data;
     return 0;
 }
 
-/* rtcr_image_materialize on `workers` threads (0: as many as help) */
+/* rtcr_image_materialize on `workers` threads (0: as many as help), building on *prev (the
+ * memory of an earlier epoch of img; may be NULL or point at NULL) if it is given: its
+ * buffers of dataspaces still alive are reused, only the epochs after it are applied. *prev
+ * is consumed (freed, NULLed) in any case. */
 static int materialize_mt(const rtcr_image_t *img, uint64_t epoch, unsigned workers,
-                          rtcr_image_err_t *err, rtcr_memstate_t **ret)
+                          rtcr_memstate_t **prev, rtcr_image_err_t *err, rtcr_memstate_t **ret)
 {
     rtcr_memstate_t *m;
     int r;
 
-    if (!img || !ret)
+    if (!img || !ret) {
+        rtcr_memstate_destroy(prev);
         return -EINVAL;
+    }
     m = calloc(1, sizeof(*m));
-    if (!m)
+    if (!m) {
+        rtcr_memstate_destroy(prev);
         return -ENOMEM;
+    }
     m->max_ds = img->lim.max_dataspace;
-    r = rtcr_image_materialize_into_mt(img, epoch, workers, memstate_dst, m, err);
+    m->epoch = epoch;
+    r = materialize(img, epoch, workers, memstate_dst, m, prev ? *prev : NULL, err);
+    rtcr_memstate_destroy(prev); /* what is left of it: dataspaces gone since */
     if (r < 0) {
         rtcr_memstate_destroy(&m);
         return r;
@@ -911,19 +978,22 @@ static int materialize_mt(const rtcr_image_t *img, uint64_t epoch, unsigned work
 int rtcr_image_materialize(const rtcr_image_t *img, uint64_t epoch, rtcr_image_err_t *err,
                            rtcr_memstate_t **ret)
 {
-    return materialize_mt(img, epoch, 0, err, ret);
+    return materialize_mt(img, epoch, 0, NULL, err, ret);
 }
 
 /* ---- compaction ----------------------------------------------------------------------- */
 
 struct rtcr_image_compaction {
-    rtcr_image_t view;  /* epochs base..upto of the image, borrowed (view.borrowed) */
-    uint64_t upto;      /* the epoch the full one replaces */
-    rtcr_epoch_t *full; /* built by _run */
-    int result;         /* of _run: 1 not run yet, 0 built, -errno */
+    rtcr_image_t view;    /* epochs base..upto of the image, borrowed (view.borrowed) */
+    uint64_t upto;        /* the epoch the full one replaces */
+    rtcr_epoch_t *full;   /* built by _run */
+    int result;           /* of _run: 1 not run yet, 0 built, -errno */
+    rtcr_memstate_t *mem; /* before _run: memory to build on (or NULL); after: that of upto */
+    uint8_t *out;         /* a spare container of the image for the full epoch, or NULL */
+    size_t out_cap;       /* its usable bytes */
 };
 
-int rtcr_image_compaction_new(const rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
+int rtcr_image_compaction_new(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
                               rtcr_image_compaction_t **ret)
 {
     rtcr_image_compaction_t *c;
@@ -954,8 +1024,44 @@ int rtcr_image_compaction_new(const rtcr_image_t *img, uint64_t upto, rtcr_image
     c->view.borrowed = true;
     c->upto = upto;
     c->result = 1;
+    /* the container of the full epoch a previous commit dropped fits the next one: writing
+     * into mapped pages saves a page fault per 4 KiB and the mmap of a fresh buffer */
+    uint64_t raw = 0;
+    const rtcr_epoch_t *ek = img->epochs[k - 1];
+    for (size_t i = 0; i < ek->n_ds; i++)
+        raw += ek->ds[i].size;
+    size_t need = rtcr_image__reserve_need(raw);
+    if (need != SIZE_MAX)
+        c->out = rtcr_image__take_spare(img, need, &c->out_cap);
     *ret = c;
     return 0;
+}
+
+int rtcr_image_compaction_set_memory(rtcr_image_compaction_t *c, rtcr_memstate_t **m)
+{
+    if (!c || !m || !*m || c->result != 1) {
+        rtcr_memstate_destroy(m);
+        return -EINVAL;
+    }
+    if ((*m)->epoch < rtcr_image_first(&c->view) || (*m)->epoch > c->upto) {
+        rtcr_memstate_destroy(m);
+        return -ESTALE;
+    }
+    rtcr_memstate_destroy(&c->mem);
+    c->mem = *m;
+    *m = NULL;
+    return 0;
+}
+
+rtcr_memstate_t *rtcr_image_compaction_take_memory(rtcr_image_compaction_t *c)
+{
+    rtcr_memstate_t *m = NULL;
+
+    if (c && c->result == 0) {
+        m = c->mem;
+        c->mem = NULL;
+    }
+    return m;
 }
 
 void rtcr_image_compaction_destroy(rtcr_image_compaction_t **p)
@@ -963,6 +1069,8 @@ void rtcr_image_compaction_destroy(rtcr_image_compaction_t **p)
     if (!p || !*p)
         return;
     rtcr_epoch_destroy(&(*p)->full);
+    rtcr_memstate_destroy(&(*p)->mem);
+    free((*p)->out);
     free((*p)->view.epochs);
     free(*p);
     *p = NULL;
@@ -999,7 +1107,7 @@ int rtcr_image_compaction_run(rtcr_image_compaction_t *c, rtcr_image_err_t *err)
     ek = img->epochs[img->n - 1];
     h = ek->hdr;
     /* one thread: a compaction runs beside the target and its checkpoints, not against them */
-    r = materialize_mt(img, c->upto, 1, err, &m);
+    r = materialize_mt(img, c->upto, 1, &c->mem, err, &m);
     if (r < 0)
         goto out;
     libs = calloc(h->n_libraries ? h->n_libraries : 1, sizeof(*libs));
@@ -1029,7 +1137,17 @@ int rtcr_image_compaction_run(rtcr_image_compaction_t *c, rtcr_image_err_t *err)
     if (r < 0)
         goto out;
     rtcr_image__builder_set_compacted(b, rtcr_image_first(img));
-    r = rtcr_epoch_builder_set_metadata_blob(b, ek->meta, ek->meta_len);
+    uint64_t raw = 0;
+    for (size_t i = 0; i < rtcr_memstate_count(m); i++)
+        raw += m->ds[i].size;
+    if (c->out) {
+        r = rtcr_image__builder_give(b, c->out, c->out_cap);
+        c->out = NULL;
+    }
+    if (r >= 0)
+        r = rtcr_epoch_builder_reserve(b, raw);
+    if (r >= 0)
+        r = rtcr_epoch_builder_set_metadata_blob(b, ek->meta, ek->meta_len);
     for (size_t i = 0; r >= 0 && i < rtcr_memstate_count(m); i++) {
         uint32_t badge;
         uint64_t size;
@@ -1051,10 +1169,13 @@ int rtcr_image_compaction_run(rtcr_image_compaction_t *c, rtcr_image_err_t *err)
     r = rtcr_epoch_parse_owned(&buf, len, &lim, err, &c->full);
 out:
     c->result = r < 0 ? r : 0;
+    if (r == 0)
+        c->mem = m; /* the memory of upto, for rtcr_image_compaction_take_memory */
+    else
+        rtcr_memstate_destroy(&m);
     free(buf);
     free(libs);
     rtcr_epoch_builder_destroy(&b);
-    rtcr_memstate_destroy(&m);
     return r;
 }
 

@@ -104,6 +104,15 @@ int rtcr_image__peek_header(const void *buf, size_t len, rtcr_image_err_t *err,
  * has a frame list per run, so frames never span runs). -EINVAL otherwise. */
 int rtcr_image__builder_set_version(rtcr_epoch_builder_t *b, uint16_t version);
 
+/* The container size rtcr_epoch_builder_reserve(b, raw_bytes) asks for on a fresh builder
+ * (SIZE_MAX if raw_bytes is beyond any epoch). */
+size_t rtcr_image__reserve_need(uint64_t raw_bytes);
+
+/* Hand b a container (malloc'd, `cap` usable bytes) to write into instead of its own; b owns
+ * it from now on, the finished epoch keeps it. Only before any frame was added: -EINVAL
+ * otherwise (buf is freed then). */
+int rtcr_image__builder_give(rtcr_epoch_builder_t *b, uint8_t *buf, size_t cap);
+
 /* mark a builder's epoch as the compaction of epochs from..its number */
 void rtcr_image__builder_set_compacted(rtcr_epoch_builder_t *b, uint64_t from);
 

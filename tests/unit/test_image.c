@@ -1673,9 +1673,9 @@ static void test_compaction_in_background(void **state)
     for (int k = 60; k <= 100; k += 5)
         expect_state(img, c, k);
 
-    /* the 59 incremental epochs' containers are spares now (the full one is not kept) */
+    /* the 60 epochs' containers are spares now */
     rtcr_image_spares(img, &n_sp, &sp_bytes);
-    assert_int_equal(n_sp, 59);
+    assert_int_equal(n_sp, 60);
     assert_true(sp_bytes > 0 && sp_bytes <= RTCR_IMAGE_SPARE_MAX);
 
     /* a builder taking a spare writes exactly what one with a fresh buffer writes */
@@ -1738,6 +1738,105 @@ static void test_compaction_in_background(void **state)
     free(page);
     rtcr_image_destroy(&img); /* frees the spares too (checked by asan / memcheck) */
     rtcr_image_destroy(&other);
+    chain_free(c, 100);
+    free(c);
+}
+
+/* Compare m (the memory of epoch k) with the model. */
+static void expect_kept_memory(const rtcr_memstate_t *m, const struct chain *c, int k)
+{
+    static const uint32_t badges[NDS] = {DS1, DS2, DS3};
+    size_t want = 0;
+
+    assert_int_equal(rtcr_memstate_epoch(m), (uint64_t)k);
+    for (int d = 0; d < NDS; d++) {
+        uint64_t size = 0;
+        const uint8_t *data = rtcr_memstate_find(m, badges[d], &size);
+        if (!c->size[k - 1][d]) {
+            assert_null(data);
+            continue;
+        }
+        want++;
+        assert_non_null(data);
+        assert_int_equal(size, c->size[k - 1][d]);
+        if (memcmp(data, c->model[k - 1][d], size) != 0)
+            fail_msg("memory of epoch %d: dataspace %d differs from the model", k, d);
+    }
+    assert_int_equal(rtcr_memstate_count(m), want);
+}
+
+/* Compact the chain of img up to `upto` on top of *mem (may point at NULL); *mem gets the
+ * memory of upto. Returns how many spares the compaction took for its output. */
+static size_t compact_on(rtcr_image_t *img, uint64_t upto, rtcr_memstate_t **mem)
+{
+    rtcr_image_compaction_t *cj = NULL;
+    rtcr_image_err_t err;
+    size_t n0 = 0, n1 = 0;
+
+    rtcr_image_spares(img, &n0, NULL);
+    assert_int_equal(rtcr_image_compaction_new(img, upto, &err, &cj), 0);
+    rtcr_image_spares(img, &n1, NULL);
+    assert_null(rtcr_image_compaction_take_memory(cj)); /* not run yet */
+    if (*mem)
+        assert_int_equal(rtcr_image_compaction_set_memory(cj, mem), 0);
+    assert_null(*mem);
+    if (rtcr_image_compaction_run(cj, &err) != 0)
+        fail_msg("compaction to %llu: %s", (unsigned long long)upto, err.msg);
+    *mem = rtcr_image_compaction_take_memory(cj);
+    assert_non_null(*mem);
+    assert_null(rtcr_image_compaction_take_memory(cj)); /* taken */
+    assert_int_equal(rtcr_image_compaction_commit(img, &cj, &err, NULL), 0);
+    return n0 - n1;
+}
+
+/* A compaction built on the memory the previous one left applies only the epochs since: the
+ * result equals the chain, across dataspaces born, destroyed and reborn with another size in
+ * between; the next compaction writes into the container of the full epoch the previous
+ * commit dropped. */
+static void test_compaction_on_kept_memory(void **state)
+{
+    struct chain *c = calloc(1, sizeof(*c));
+    rtcr_image_t *img = rtcr_image_new("demo", NULL);
+    rtcr_memstate_t *mem = NULL, *other = NULL;
+    rtcr_image_compaction_t *cj = NULL;
+    rtcr_image_err_t err;
+
+    (void)state;
+    chain_build(c, 100);
+    copy_epochs(img, c->img, 1, 25);
+    assert_int_equal(compact_on(img, 25, &mem), 0); /* nothing to recycle yet */
+    expect_kept_memory(mem, c, 25);
+    expect_state(img, c, 25);
+
+    /* DS3 is born at 30 and destroyed at 60: not in the kept memory, not in the result */
+    copy_epochs(img, c->img, 26, 65);
+    compact_on(img, 65, &mem);
+    expect_kept_memory(mem, c, 65);
+    expect_state(img, c, 65);
+    assert_int_equal(rtcr_epoch_header(rtcr_image_epoch(img, 65))->compacted_from, 25);
+
+    /* DS3 returns at 70 with another size; the full epoch 25's container is a spare now and
+     * the next compaction writes into it (the incremental epochs' ones are too small) */
+    copy_epochs(img, c->img, 66, 100);
+    size_t n_sp = 0;
+    rtcr_image_spares(img, &n_sp, NULL);
+    assert_true(n_sp > 0);
+    assert_int_equal(compact_on(img, 100, &mem), 1);
+    expect_kept_memory(mem, c, 100);
+    expect_state(img, c, 100);
+    assert_int_equal(rtcr_image_check(img, &err), 0);
+
+    /* memory of an epoch outside the view is refused and freed; so are bad arguments */
+    assert_int_equal(rtcr_image_materialize(c->img, 50, &err, &other), 0);
+    assert_int_equal(rtcr_image_compaction_new(img, 100, &err, &cj), 0);
+    assert_int_equal(rtcr_image_compaction_set_memory(cj, &other), -ESTALE);
+    assert_null(other);
+    assert_int_equal(rtcr_image_compaction_set_memory(cj, NULL), -EINVAL);
+    assert_int_equal(rtcr_image_compaction_set_memory(NULL, &mem), -EINVAL);
+    assert_null(mem);
+    rtcr_image_compaction_destroy(&cj);
+
+    rtcr_image_destroy(&img);
     chain_free(c, 100);
     free(c);
 }
@@ -2276,6 +2375,7 @@ int main(void)
         cmocka_unit_test(test_chain_validation),
         cmocka_unit_test(test_materialize_lifetime),
         cmocka_unit_test(test_compaction_in_background),
+        cmocka_unit_test(test_compaction_on_kept_memory),
         cmocka_unit_test_prestate(test_compaction_equivalence, &all_modes[BUILD_PER_RUN]),
         cmocka_unit_test_prestate(test_compaction_equivalence, &all_modes[BUILD_SPANNING]),
         cmocka_unit_test_prestate(test_compaction_equivalence, &all_modes[BUILD_V1]),

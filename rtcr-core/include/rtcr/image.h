@@ -330,6 +330,8 @@ int rtcr_memstate_get(const rtcr_memstate_t *m, size_t i, uint32_t *ret_badge, u
                       const uint8_t **ret_data);
 /* The content of dataspace `badge` (borrowed) or NULL; *ret_size gets its size if non-NULL. */
 const uint8_t *rtcr_memstate_find(const rtcr_memstate_t *m, uint32_t badge, uint64_t *ret_size);
+/* The epoch whose memory m holds. */
+uint64_t rtcr_memstate_epoch(const rtcr_memstate_t *m);
 /* NULL-safe, idempotent; NULLs *p. */
 void rtcr_memstate_destroy(rtcr_memstate_t **p);
 
@@ -353,16 +355,28 @@ int rtcr_image_compact(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
  *   _commit  (owner)  replaces epochs base..upto by the built one, -ESTALE if the chain no
  *                     longer starts with the epochs the view took (nothing changes then),
  *                     the error of _run if it failed. On success *c is destroyed.
- * The containers of the incremental epochs a commit (or a new full epoch) drops are kept as
- * spares, RTCR_IMAGE_SPARES of them and RTCR_IMAGE_SPARE_MAX bytes at most, for
+ * The containers of the epochs a commit (or a new full epoch) drops are kept as spares,
+ * RTCR_IMAGE_SPARES of them and RTCR_IMAGE_SPARE_MAX bytes at most, for
  * rtcr_epoch_builder_reserve_recycled: the next epochs are written into memory whose pages
  * are already mapped (a page fault costs about as much as compressing 2-3 KiB). */
 typedef struct rtcr_image_compaction rtcr_image_compaction_t;
 #define RTCR_IMAGE_SPARES    64
 #define RTCR_IMAGE_SPARE_MAX ((size_t)256 << 20)
-int rtcr_image_compaction_new(const rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
+int rtcr_image_compaction_new(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
                               rtcr_image_compaction_t **ret);
 int rtcr_image_compaction_run(rtcr_image_compaction_t *c, rtcr_image_err_t *err);
+/* Optional, before _run: the memory of an epoch of this very chain materialised earlier,
+ * typically what the previous compaction left (rtcr_image_compaction_take_memory; its epoch is
+ * then the chain's first). _run applies only the epochs after it onto its buffers instead of
+ * decoding the whole chain into fresh ones: a compaction then decodes what was written since
+ * the last one, not the whole target. c takes *m (NULLed) in any case: -ESTALE (freed) if its
+ * epoch is not in base..upto, -EINVAL on bad arguments. The caller vouches that m is the
+ * memory of this chain (the compaction cannot tell a different history of the same numbers). */
+int rtcr_image_compaction_set_memory(rtcr_image_compaction_t *c, rtcr_memstate_t **m);
+/* After a successful _run: the memory of epoch upto (caller owns it, for the next
+ * compaction's _set_memory), or NULL. A compaction also writes the full epoch into the
+ * container of the full epoch an earlier commit dropped, if the image kept it as a spare. */
+rtcr_memstate_t *rtcr_image_compaction_take_memory(rtcr_image_compaction_t *c);
 int rtcr_image_compaction_commit(rtcr_image_t *img, rtcr_image_compaction_t **c,
                                  rtcr_image_err_t *err, const rtcr_epoch_t **ret_epoch);
 /* The epoch the compaction replaces; the built epoch after a successful _run (borrowed, for
