@@ -205,6 +205,8 @@ struct rtcr_target {
     struct rtcr_image *image;      /* the chain of epochs (owned), NULL if none */
     bool incarnation_has_epoch;    /* an epoch was taken in this incarnation */
     struct compactor *compactor;   /* compaction running in the background, or NULL */
+    struct rtcr_memstate *compact_mem; /* memory of the last compacted epoch, or NULL */
+    const void *compact_mem_of;    /* that epoch (the chain's first while it is valid) */
     rtcr_epoch_stats_t last_stats; /* of the newest epoch */
     bool have_stats;               /* last_stats valid */
     uint8_t build_id[64];          /* build id of the binary */

@@ -166,6 +166,8 @@ typedef struct rtcr_epoch_stats {
     uint64_t compacted_upto; /* a compaction committed: epochs up to this one are now one full
                                 epoch (0: none this time) */
     uint64_t compact_usec;   /* how long that compaction ran on its thread */
+    bool compact_on_kept;    /* that compaction decoded only the epochs since the previous one,
+                                onto the memory it kept */
     uint64_t compact_wait;   /* usec waited for a running compaction (chain at 2 x max_chain) */
 } rtcr_epoch_stats_t;
 
