@@ -21,7 +21,8 @@
  * so the encoder sees realistic data rather than zero pages. A batch writes one word into
  * each of dirty_kib/4 DISTINCT pages at pseudo-random positions: page (s + j*k) mod N with k
  * coprime to N, fresh s and k per batch. Every report_ms (default: every second) it logs
- *   "memwriter: periods=<n> work=<w> missed=<m> irqs=<i> t_us=<monotonic usec>"
+ *   "memwriter: periods=<n> work=<w> missed=<m> irqs=<i> t_us=<monotonic usec> batches=<b>
+ *    dirty_us=<usec spent writing the batches, page faults of dirty tracking included>"
  * (missed = dirtying or work timer periods that coalesced because a handler ran late). The RPC
  * object (root->counters, op OP_COUNTERS) returns periods, work, missed, irqs.
  *
@@ -63,6 +64,7 @@ struct mw {
     uint64_t irqs;              /* interrupts handled */
     uint64_t work;              /* work units done */
     uint64_t batches;           /* dirtying batches written */
+    uint64_t dirty_usec;        /* time spent writing them (with the write faults of tracking) */
     rtcr_cap_t t_period;        /* Timer session: dirtying */
     rtcr_cap_t t_work;          /* Timer session: computation */
     rtcr_cap_t t_report;        /* Timer session: progress report */
@@ -117,12 +119,14 @@ static void dirty_batch(struct mw *m)
     uint64_t s = rng_next(&m->rng) % n, k = (rng_next(&m->rng) % n) | 1;
     while (gcd(k, n) != 1)
         k = (k + 2) % n ? (k + 2) % n : 1;
+    uint64_t t0 = now_usec();
     m->batches++;
     for (uint64_t j = 0; j < d; j++) {
         uint64_t page = (s + j * k) % n;
         uint64_t *w = (uint64_t *)page_addr(m, page);
         w[(m->batches + j) % (PAGE / 8)] = m->batches ^ (j << 20);
     }
+    m->dirty_usec += now_usec() - t0;
 }
 
 static void on_period(void *ctx, unsigned count)
@@ -163,10 +167,13 @@ static void on_report(void *ctx, unsigned count)
 {
     struct mw *m = ctx;
     (void)count;
-    rtcr_log(m->env, "memwriter: periods=%llu work=%llu missed=%llu irqs=%llu t_us=%llu",
+    rtcr_log(m->env,
+             "memwriter: periods=%llu work=%llu missed=%llu irqs=%llu t_us=%llu batches=%llu "
+             "dirty_us=%llu",
              (unsigned long long)m->periods, (unsigned long long)m->work,
              (unsigned long long)m->missed, (unsigned long long)m->irqs,
-             (unsigned long long)now_usec());
+             (unsigned long long)now_usec(), (unsigned long long)m->batches,
+             (unsigned long long)m->dirty_usec);
 }
 
 static int on_counters(void *ctx, uint64_t op, const uint64_t *args, unsigned nargs, uint64_t *ret,

@@ -191,6 +191,8 @@ struct report {
     uint64_t work;    /* work units so far */
     uint64_t periods; /* dirtying periods so far */
     uint64_t missed;  /* coalesced timer periods so far */
+    uint64_t batches; /* dirtying batches written so far */
+    uint64_t dirty;   /* usec spent writing them so far */
 };
 
 struct ckb {
@@ -232,18 +234,20 @@ static void on_event(void *ctx, rtcr_target_t *t, enum rtcr_ecu_event ev, const 
 static void on_log(void *ctx, rtcr_target_t *t, const char *line)
 {
     struct ckb *b = ctx;
-    unsigned long long n, periods, work, missed, irqs, tus;
+    unsigned long long n, periods, work, missed, irqs, tus, batches, dirty;
     (void)t;
     if (sscanf(line, "memwriter: irq=%llu done", &n) == 1) {
         pthread_mutex_lock(&b->lock);
         b->irq_done = n;
         pthread_cond_broadcast(&b->cond);
         pthread_mutex_unlock(&b->lock);
-    } else if (sscanf(line, "memwriter: periods=%llu work=%llu missed=%llu irqs=%llu t_us=%llu",
-                      &periods, &work, &missed, &irqs, &tus) == 5) {
+    } else if (sscanf(line,
+                      "memwriter: periods=%llu work=%llu missed=%llu irqs=%llu t_us=%llu "
+                      "batches=%llu dirty_us=%llu",
+                      &periods, &work, &missed, &irqs, &tus, &batches, &dirty) == 7) {
         pthread_mutex_lock(&b->lock);
         if (b->n_rep < REPORTS)
-            b->rep[b->n_rep++] = (struct report){tus, work, periods, missed};
+            b->rep[b->n_rep++] = (struct report){tus, work, periods, missed, batches, dirty};
         pthread_mutex_unlock(&b->lock);
     } else if (strstr(line, "failed")) {
         fprintf(stderr, "bench_ckpt: target says: %s\n", line);
@@ -634,9 +638,10 @@ static struct pause_row pause_row(struct ckb *b, size_t mem, size_t dirty, unsig
 /* ---- 2: sustained ------------------------------------------------------------------------- */
 
 /* Work done in [t0, t1] (ns, monotonic) from the progress lines inside it: adds the units,
- * the target's elapsed usec and the coalesced periods to the accumulators. */
+ * the target's elapsed usec, the coalesced periods, the dirtying batches and the usec spent
+ * writing them to the accumulators. */
 static void work_in(struct ckb *b, uint64_t t0, uint64_t t1, double *units, double *usec,
-                    double *missed)
+                    double *missed, double *batches, double *dirty)
 {
     pthread_mutex_lock(&b->lock);
     const struct report *first = NULL, *last = NULL;
@@ -652,6 +657,8 @@ static void work_in(struct ckb *b, uint64_t t0, uint64_t t1, double *units, doub
         *units += (double)(last->work - first->work);
         *usec += (double)(last->t_us - first->t_us);
         *missed += (double)(last->missed - first->missed);
+        *batches += (double)(last->batches - first->batches);
+        *dirty += (double)(last->dirty - first->dirty);
     }
     pthread_mutex_unlock(&b->lock);
 }
@@ -697,6 +704,8 @@ struct sustained {
     double slice_min, slice_max; /* baseline slices: lowest and highest rate (noise) */
     double missed[PH_MAX];       /* coalesced timer periods per second */
     double cpu[PH_MAX];          /* CPU of this process per phase, cores */
+    double batch_us[PH_MAX];     /* usec the target took to write one dirtying batch */
+    double frozen;               /* share of the checkpoint slices the target was frozen, % */
     double slowdown;             /* percent, checkpoints vs baseline */
     double control_slowdown;     /* percent, control load vs baseline */
     unsigned ckpts;              /* checkpoints taken */
@@ -738,6 +747,7 @@ static struct sustained sustained(struct ckb *b)
     if (!lz || !stage || !fr || !qu || !call || !raw)
         die("out of memory");
     double units[PH_MAX] = {0}, usec[PH_MAX] = {0}, missed[PH_MAX] = {0}, cpu[PH_MAX] = {0};
+    double batches[PH_MAX] = {0}, dirty[PH_MAX] = {0}, frozen_us = 0;
     double ckpt_wall = 0;
     volatile uint64_t sink = 0;
     for (unsigned rep = 0; rep < s.reps; rep++) {
@@ -764,6 +774,7 @@ static struct sustained sustained(struct ckb *b)
                     checkpoint(t, &st);
                     call[s.ckpts] = (bench_now_nsec() - c) / 1000u;
                     fr[s.ckpts] = st.freeze_usec;
+                    frozen_us += (double)st.freeze_usec;
                     qu[s.ckpts] = st.quiesce_usec;
                     raw[s.ckpts] = st.bytes_raw;
                     s.ckpts++;
@@ -779,7 +790,7 @@ static struct sustained sustained(struct ckb *b)
                 ckpt_wall += (double)(t1 - t0) / 1e9;
             sleep_until(t1 + GAP_NS); /* the slice's last progress line arrives */
             double u = 0, us = 0;
-            work_in(b, t0, t1, &u, &us, &missed[ph]);
+            work_in(b, t0, t1, &u, &us, &missed[ph], &batches[ph], &dirty[ph]);
             units[ph] += u;
             usec[ph] += us;
             if (ph == PH_BASE && us > 0) {
@@ -793,7 +804,9 @@ static struct sustained sustained(struct ckb *b)
         s.rate[ph] = usec[ph] > 0 ? units[ph] / usec[ph] * 1e6 : 0;
         s.missed[ph] = usec[ph] > 0 ? missed[ph] / usec[ph] * 1e6 : 0;
         s.cpu[ph] = cpu[ph] / (s.reps * (double)SLICE_NS / 1e9);
+        s.batch_us[ph] = batches[ph] > 0 ? dirty[ph] / batches[ph] : 0;
     }
+    s.frozen = ckpt_wall > 0 ? frozen_us / (ckpt_wall * 1e6) * 100.0 : 0;
     double base = s.rate[PH_BASE];
     s.slowdown = base > 0 ? (1.0 - s.rate[PH_CKPT] / base) * 100.0 : 0;
     s.control_slowdown = base > 0 ? (1.0 - s.rate[PH_CONTROL] / base) * 100.0 : 0;
@@ -1059,18 +1072,27 @@ static void sustained_report(struct ckb *b)
     struct sustained s = sustained(b);
     static const char *const names[PH_MAX] = {"baseline", "control load (no checkpoint)",
                                               "100 checkpoints/s"};
-    printf("%-30s %14s %10s %12s %10s\n", "phase", "work units/s", "vs base", "late ticks/s",
-           "agent_cpu");
+    printf("%-30s %14s %10s %12s %10s %9s\n", "phase", "work units/s", "vs base", "late ticks/s",
+           "agent_cpu", "batch_us");
     for (int ph = 0; ph < PH_MAX; ph++)
-        printf("%-30s %14.0f %9.1f%% %12.1f %10.2f\n", names[ph], s.rate[ph],
+        printf("%-30s %14.0f %9.1f%% %12.1f %10.2f %9.0f\n", names[ph], s.rate[ph],
                s.rate[PH_BASE] > 0 ? (s.rate[ph] / s.rate[PH_BASE] - 1.0) * 100 : 0, s.missed[ph],
-               s.cpu[ph]);
+               s.cpu[ph], s.batch_us[ph]);
     printf("baseline slices ranged %.0f .. %.0f units/s (noise of this machine)\n", s.slice_min,
            s.slice_max);
     printf("checkpoints: %u at %.1f/s; freeze p50 %" PRIu64 " us p99 %" PRIu64
            " us; quiesce p50 %" PRIu64 " us p99 %" PRIu64 " us;\n  whole call p50 %" PRIu64
            " us p99 %" PRIu64 " us; bytes_raw p50 %" PRIu64 " KiB\n",
            s.ckpts, s.ckpt_rate, s.p50, s.p99, s.q50, s.q99, s.call50, s.call99, s.raw50 / 1024);
+    /* where the target's time went; batch_us = writing one batch of 1 MiB of pages, with the
+     * write faults of dirty tracking while checkpointing; a late tick loses its work chunk */
+    double faults = (s.batch_us[PH_CKPT] - s.batch_us[PH_BASE]) * 100.0 / 1e6 * 100.0;
+    double late = (s.missed[PH_CKPT] - s.missed[PH_BASE]) / 10.0;
+    printf("breakdown (share of the checkpoint slices' wall time): target frozen %.1f %%; "
+           "write faults of\n  dirty tracking %.1f %% (batch %.0f us against %.0f us); "
+           "work ticks lost late %.1f %% of the ticks;\n  the rest is CPU taken from the "
+           "target's work chunks\n",
+           s.frozen, faults, s.batch_us[PH_CKPT], s.batch_us[PH_BASE], late);
     printf("slowdown %.1f %% (goal <= 5 %%) %s; of it the control load alone: %.1f %%; "
            "rate %.1f/s (goal 100/s) %s\n",
            s.slowdown, verdict(s.slowdown <= 5.0), s.control_slowdown, s.ckpt_rate,
@@ -1084,6 +1106,9 @@ static void sustained_report(struct ckb *b)
     printf("BENCH ckpt_sustained_quiesce_p99=%" PRIu64 " us\n", s.q99);
     printf("BENCH ckpt_sustained_call_p99=%" PRIu64 " us\n", s.call99);
     printf("BENCH ckpt_sustained_agent_cpu=%.2f cores\n", s.cpu[PH_CKPT]);
+    printf("BENCH ckpt_sustained_frozen=%.2f %%\n", s.frozen);
+    printf("BENCH ckpt_sustained_fault_share=%.2f %%\n", faults);
+    printf("BENCH ckpt_sustained_late_tick_share=%.2f %%\n", late);
 }
 
 /* Benchmark 3: encoding speed against raw LZ4, from the rows of benchmark 1. */
