@@ -1563,29 +1563,16 @@ static void chain_free(struct chain *c, int n)
     rtcr_image_destroy(&c->img);
 }
 
+static void expect_kept_memory(const rtcr_memstate_t *m, const struct chain *c, int k);
+
 static void expect_state(const rtcr_image_t *img, const struct chain *c, int k)
 {
-    static const uint32_t badges[NDS] = {DS1, DS2, DS3};
     rtcr_memstate_t *ms = NULL;
     rtcr_image_err_t err;
-    size_t want = 0;
 
     if (rtcr_image_materialize(img, (uint64_t)k, &err, &ms) != 0)
         fail_msg("materialize %d: %s", k, err.msg);
-    for (int d = 0; d < NDS; d++) {
-        uint64_t size = 0;
-        const uint8_t *data = rtcr_memstate_find(ms, badges[d], &size);
-        if (!c->size[k - 1][d]) {
-            assert_null(data);
-            continue;
-        }
-        want++;
-        assert_non_null(data);
-        assert_int_equal(size, c->size[k - 1][d]);
-        if (memcmp(data, c->model[k - 1][d], size) != 0)
-            fail_msg("epoch %d dataspace %d differs from the model", k, d);
-    }
-    assert_int_equal(rtcr_memstate_count(ms), want);
+    expect_kept_memory(ms, c, k);
     rtcr_memstate_destroy(&ms);
 }
 
@@ -1742,7 +1729,7 @@ static void test_compaction_in_background(void **state)
     free(c);
 }
 
-/* Compare m (the memory of epoch k) with the model. */
+/* Compare m (the memory of epoch k, materialised or kept by a compaction) with the model. */
 static void expect_kept_memory(const rtcr_memstate_t *m, const struct chain *c, int k)
 {
     static const uint32_t badges[NDS] = {DS1, DS2, DS3};
