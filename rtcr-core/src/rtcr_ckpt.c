@@ -98,7 +98,7 @@ void ckpt_incarnation_end(struct rtcr_target *t)
  * re-encoding the whole memory (about 150 ms for 64 MiB). The memory a compaction built is kept
  * (t->compact_mem) while the chain still starts with the full epoch it made: the next
  * compaction then decodes only the epochs since onto it instead of the whole chain into fresh
- * buffers (64 MiB, 1 MiB per epoch: 30-60 ms instead of 60-150 ms of CPU), at the price of one
+ * buffers (64 MiB, 1 MiB per epoch: 30-65 ms instead of 60-150 ms of CPU), at the price of one
  * more copy of the target's memory between compactions. The thread runs at nice 19: it takes
  * what the target and the freeze leave of the CPU. SCHED_IDLE was measured twice and is worse:
  * with it, one freeze in ten during a compaction took 2-4 ms instead of 0.3 ms (the cause was
@@ -138,6 +138,13 @@ static void *compact_main(void *arg)
     return NULL;
 }
 
+/* Drop the memory the last compaction kept, if any. */
+static void compact_forget(struct rtcr_target *t)
+{
+    rtcr_memstate_destroy(&t->compact_mem);
+    t->compact_mem_of = NULL;
+}
+
 /* Start compacting the chain up to its newest epoch. 0 or -errno (then nothing runs). */
 static int compact_start(struct rtcr_target *t)
 {
@@ -154,8 +161,7 @@ static int compact_start(struct rtcr_target *t)
     if (t->compact_mem &&
         rtcr_image_epoch(t->image, rtcr_image_first(t->image)) == t->compact_mem_of)
         k->on_kept = rtcr_image_compaction_set_memory(k->c, &t->compact_mem) == 0;
-    rtcr_memstate_destroy(&t->compact_mem);
-    t->compact_mem_of = NULL;
+    compact_forget(t);
     if (t->ckpt.state_dir && !(k->dir = strdup(t->ckpt.state_dir))) {
         r = -ENOMEM;
         goto fail;
@@ -190,10 +196,8 @@ static uint64_t compact_finish(struct rtcr_target *t, bool wait, bool commit,
         st->compact_usec = 0;
         st->compact_on_kept = false;
     }
-    if (!commit) {
-        rtcr_memstate_destroy(&t->compact_mem);
-        t->compact_mem_of = NULL;
-    }
+    if (!commit)
+        compact_forget(t);
     if (!k || (!wait && !atomic_load(&k->done)))
         return 0;
     pid_t tid = __atomic_load_n(&k->tid, __ATOMIC_ACQUIRE);
@@ -254,6 +258,8 @@ int rtcr_target_set_ckpt_params(rtcr_target_t *t, const rtcr_ckpt_params_t *p)
     if (p->state_dir && *p->state_dir && !(dir = strdup(p->state_dir)))
         return -ENOMEM;
     compact_finish(t, true, true, NULL);
+    if (!p->max_chain)
+        compact_forget(t); /* no compaction from now on will take it */
     free((char *)t->ckpt.state_dir);
     t->ckpt = *p;
     t->ckpt.state_dir = dir;

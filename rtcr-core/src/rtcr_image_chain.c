@@ -989,6 +989,7 @@ struct rtcr_image_compaction {
     rtcr_epoch_t *full;   /* built by _run */
     int result;           /* of _run: 1 not run yet, 0 built, -errno */
     rtcr_memstate_t *mem; /* before _run: memory to build on (or NULL); after: that of upto */
+    uint64_t raw;         /* bytes of the dataspaces declared at upto */
     uint8_t *out;         /* a spare container of the image for the full epoch, or NULL */
     size_t out_cap;       /* its usable bytes */
 };
@@ -1026,11 +1027,10 @@ int rtcr_image_compaction_new(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t
     c->result = 1;
     /* the container of the full epoch a previous commit dropped fits the next one: writing
      * into mapped pages saves a page fault per 4 KiB and the mmap of a fresh buffer */
-    uint64_t raw = 0;
     const rtcr_epoch_t *ek = img->epochs[k - 1];
     for (size_t i = 0; i < ek->n_ds; i++)
-        raw += ek->ds[i].size;
-    size_t need = rtcr_image__reserve_need(raw);
+        c->raw += ek->ds[i].size;
+    size_t need = rtcr_image__reserve_need(c->raw);
     if (need != SIZE_MAX)
         c->out = rtcr_image__take_spare(img, need, &c->out_cap);
     *ret = c;
@@ -1137,15 +1137,12 @@ int rtcr_image_compaction_run(rtcr_image_compaction_t *c, rtcr_image_err_t *err)
     if (r < 0)
         goto out;
     rtcr_image__builder_set_compacted(b, rtcr_image_first(img));
-    uint64_t raw = 0;
-    for (size_t i = 0; i < rtcr_memstate_count(m); i++)
-        raw += m->ds[i].size;
     if (c->out) {
         r = rtcr_image__builder_give(b, c->out, c->out_cap);
         c->out = NULL;
     }
     if (r >= 0)
-        r = rtcr_epoch_builder_reserve(b, raw);
+        r = rtcr_epoch_builder_reserve(b, c->raw);
     if (r >= 0)
         r = rtcr_epoch_builder_set_metadata_blob(b, ek->meta, ek->meta_len);
     for (size_t i = 0; r >= 0 && i < rtcr_memstate_count(m); i++) {

@@ -705,6 +705,7 @@ struct sustained {
     double missed[PH_MAX];       /* coalesced timer periods per second */
     double cpu[PH_MAX];          /* CPU of this process per phase, cores */
     double batch_us[PH_MAX];     /* usec the target took to write one dirtying batch */
+    double batch_rate[PH_MAX];   /* dirtying batches per second */
     double frozen;               /* share of the checkpoint slices the target was frozen, % */
     double slowdown;             /* percent, checkpoints vs baseline */
     double control_slowdown;     /* percent, control load vs baseline */
@@ -718,16 +719,17 @@ struct sustained {
 
 /* Benchmark 2. Phases are interleaved in slices of SLICE_NS (baseline, control, checkpoints,
  * repeated) so that drifting background load on the machine hits all three alike. */
-#define SLICE_NS 1000000000u
-#define GAP_NS   200000000u
+#define SLICE_NS       1000000000u
+#define WORK_PERIOD_US 1000u /* the sustained target's work timer: one work chunk per tick */
+#define GAP_NS         200000000u
 
 static struct sustained sustained(struct ckb *b)
 {
     struct sustained s = {.reps = b->quick ? 3 : 5, .slice_min = 1e30};
     rtcr_target_t *t = mw_start(b, "mw-sustained", 64 * MIB,
                                 "mem_mib=64\ndirty_kib=1024\nperiod_us=10000\nwork_us=%u\n"
-                                "work_period_us=1000\nreport_ms=100\n",
-                                b->work_us);
+                                "work_period_us=%u\nreport_ms=100\n",
+                                b->work_us, WORK_PERIOD_US);
     rtcr_epoch_stats_t st;
     sleep_until(bench_now_nsec() + 500000000u);
     checkpoint(t, &st); /* the full epoch is not part of the steady state */
@@ -805,6 +807,7 @@ static struct sustained sustained(struct ckb *b)
         s.missed[ph] = usec[ph] > 0 ? missed[ph] / usec[ph] * 1e6 : 0;
         s.cpu[ph] = cpu[ph] / (s.reps * (double)SLICE_NS / 1e9);
         s.batch_us[ph] = batches[ph] > 0 ? dirty[ph] / batches[ph] : 0;
+        s.batch_rate[ph] = usec[ph] > 0 ? batches[ph] / usec[ph] * 1e6 : 0;
     }
     s.frozen = ckpt_wall > 0 ? frozen_us / (ckpt_wall * 1e6) * 100.0 : 0;
     double base = s.rate[PH_BASE];
@@ -1086,8 +1089,9 @@ static void sustained_report(struct ckb *b)
            s.ckpts, s.ckpt_rate, s.p50, s.p99, s.q50, s.q99, s.call50, s.call99, s.raw50 / 1024);
     /* where the target's time went; batch_us = writing one batch of 1 MiB of pages, with the
      * write faults of dirty tracking while checkpointing; a late tick loses its work chunk */
-    double faults = (s.batch_us[PH_CKPT] - s.batch_us[PH_BASE]) * 100.0 / 1e6 * 100.0;
-    double late = (s.missed[PH_CKPT] - s.missed[PH_BASE]) / 10.0;
+    double faults =
+        (s.batch_us[PH_CKPT] - s.batch_us[PH_BASE]) * s.batch_rate[PH_CKPT] / 1e6 * 100.0;
+    double late = (s.missed[PH_CKPT] - s.missed[PH_BASE]) * WORK_PERIOD_US / 1e6 * 100.0;
     printf("breakdown (share of the checkpoint slices' wall time): target frozen %.1f %%; "
            "write faults of\n  dirty tracking %.1f %% (batch %.0f us against %.0f us); "
            "work ticks lost late %.1f %% of the ticks;\n  the rest is CPU taken from the "
