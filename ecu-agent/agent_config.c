@@ -11,6 +11,7 @@
 #include <czmq.h>
 #include <errno.h>
 #include <rtcr/dirty.h>
+#include <rtcr/ecu.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -359,6 +360,14 @@ static int ecu_section(loader_t *l, zconfig_t *ecu, agent_config_t *cfg, const c
         } else if (strcmp(n, "log_lines") == 0) {
             if ((r = get_uint(l, key, k, 1, AGENT_LOG_LINES_MAX, &cfg->log_lines)) < 0)
                 return r;
+        } else if (strcmp(n, "timer_priority") == 0) {
+            if ((r = get_uint(l, key, k, 0, RTCR_TIMER_PRIORITY_MAX, &cfg->timer_priority)) < 0)
+                return r;
+        } else if (strcmp(n, "encode_idle") == 0) {
+            if ((r = scalar(l, key, k, false, &v)) < 0)
+                return r;
+            if (agent_parse_bool(v, &cfg->encode_idle) < 0)
+                return fail(l, key, "\"%s\" is not a boolean (use 1/0, true/false, yes/no)", v);
         } else if (strcmp(n, "target_dir") == 0) {
             if ((r = scalar(l, key, k, true, &v)) < 0)
                 return r;
@@ -366,7 +375,7 @@ static int ecu_section(loader_t *l, zconfig_t *ecu, agent_config_t *cfg, const c
         } else {
             return fail(l, key,
                         "unknown key (known: name, control, state_dir, ram, log_lines, "
-                        "target_dir)");
+                        "timer_priority, encode_idle, target_dir)");
         }
     }
     return 0;
@@ -671,6 +680,8 @@ static int walk(loader_t *l, zconfig_t *root, const char *default_tdir, agent_co
     }
     cfg->ram = 512u << 20;
     cfg->log_lines = 200;
+    cfg->timer_priority = AGENT_TIMER_PRIORITY;
+    cfg->encode_idle = true;
     if (ecu && (r = ecu_section(l, ecu, cfg, &tdir)) < 0)
         return r;
     if (!cfg->name) {

@@ -36,6 +36,7 @@
 #define AGENT_IRQ_LINES       256             /* simulated interrupt lines (RTCR_IRQ_LINES) */
 #define AGENT_PERIOD_MS_MAX   3600000u        /* longest sensor period: one hour */
 #define AGENT_LOG_LINES_MAX   100000u         /* LOG lines kept per target */
+#define AGENT_TIMER_PRIORITY  10              /* ecu/timer_priority default (SCHED_FIFO) */
 #define AGENT_CONFIG_SIZE_MAX (1u << 20)      /* a config file larger than this is refused */
 #define AGENT_SOCKET_PATH_MAX 107             /* sizeof(sun_path) - 1 */
 #define AGENT_CKPT_MS_MIN     10              /* shortest periodic checkpoint interval */
@@ -95,6 +96,8 @@ typedef struct agent_config {
     char *state_dir;                                /* ecu/state_dir */
     size_t ram;                                     /* ecu/ram (bytes) */
     unsigned log_lines;                             /* ecu/log_lines */
+    unsigned timer_priority;                        /* ecu/timer_priority, 0: normal */
+    bool encode_idle;                               /* ecu/encode_idle */
     char *target_dir;                               /* resolved ecu/target_dir */
     agent_target_conf_t targets[AGENT_TARGETS_MAX]; /* targets in file order */
     size_t n_targets;                               /* number of targets */

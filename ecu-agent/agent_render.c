@@ -389,6 +389,20 @@ int agent_render_status(const agent_status_t *st, char **ret_json, char **ret_te
     agent_json_uint(j, st->sensors);
     agent_json_key(j, "control");
     agent_json_string(j, st->control);
+    agent_json_key(j, "timer_priority");
+    agent_json_uint(j, st->timer_priority > 0 ? (uint64_t)st->timer_priority : 0);
+    agent_json_key(j, "timer_refused");
+    if (st->timer_why)
+        agent_json_string(j, st->timer_why);
+    else
+        agent_json_null(j);
+    agent_json_key(j, "encode_idle");
+    agent_json_bool(j, st->encode_idle);
+    agent_json_key(j, "encode_idle_refused");
+    if (st->encode_idle_why)
+        agent_json_string(j, st->encode_idle_why);
+    else
+        agent_json_null(j);
     agent_json_object_end(j);
 
     uint64_t s = st->uptime_usec / 1000000;
@@ -404,6 +418,20 @@ int agent_render_status(const agent_status_t *st, char **ret_json, char **ret_te
             agent_size_string(st->ram_quota, b, sizeof(b)),
             agent_size_string(st->ram_total, c, sizeof(c)));
     tprintf(&t, "sensors:   %u\n", st->sensors);
+    if (st->timer_priority > 0)
+        tprintf(&t, "timers:    SCHED_FIFO priority %d\n", st->timer_priority);
+    else if (st->timer_why)
+        tprintf(&t, "timers:    normal scheduling (real-time priority refused: %s)\n",
+                st->timer_why);
+    else
+        tprintf(&t, "timers:    normal scheduling\n");
+    if (st->encode_idle)
+        tprintf(&t, "encoding:  SCHED_IDLE (targets preempt it)\n");
+    else if (st->encode_idle_why)
+        tprintf(&t, "encoding:  normal scheduling (SCHED_IDLE not possible: %s)\n",
+                st->encode_idle_why);
+    else
+        tprintf(&t, "encoding:  normal scheduling\n");
     tprintf(&t, "control:   ");
     tput_safe(&t, st->control);
     tput(&t, "\n", 1);

@@ -11,7 +11,9 @@
  *              "stale", "object"}]
  *   log:     ["line", ...]
  *   status:  {"name", "pid", "uptime_ms", "targets", "running", "failed", "ram_total",
- *             "ram_quota", "ram_used", "sensors", "control"}
+ *             "ram_quota", "ram_used", "sensors", "control", "timer_priority",
+ *             "timer_refused" (string|null), "encode_idle", "encode_idle_refused"
+ *             (string|null)}
  *   checkpoint: {"target", "epoch", "full", "quiesce_usec", "freeze_usec", "pages_scanned",
  *             "pages_written", "bytes_raw", "bytes_stored", "encode_usec", "write_usec"}
  *   images:  [{"epoch", "kind" (full|incremental), "parent" (int|null), "compacted_from"
@@ -92,6 +94,10 @@ typedef struct agent_status {
     size_t ram_used;      /* sum of target RAM in use */
     unsigned sensors;     /* simulated sensors firing */
     const char *control;  /* control socket path */
+    int timer_priority;   /* SCHED_FIFO priority of the timer service, 0: normal scheduling */
+    const char *timer_why; /* why the configured priority was refused, NULL if it was not */
+    bool encode_idle;      /* epochs are encoded at SCHED_IDLE */
+    const char *encode_idle_why; /* why encode_idle was asked for and is off, else NULL */
 } agent_status_t;
 
 /* One epoch of a target's image for `ecuctl images`. Strings borrowed. */

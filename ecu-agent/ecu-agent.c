@@ -951,6 +951,8 @@ static void execute(agent_t *a, const agent_ctl_req_t *req, reply_t *rp)
             .sensors = (unsigned)a->cfg->n_sensors,
             .control = a->cfg->control,
         };
+        st.timer_priority = rtcr_ecu_timer_priority(a->ecu, &st.timer_why);
+        st.encode_idle = rtcr_ecu_encode_idle(a->ecu, &st.encode_idle_why);
         rp->err = agent_render_status(&st, &rp->json, &rp->text);
         break;
     }
@@ -1251,13 +1253,26 @@ int main(int argc, char **argv)
         log_error_errno(r, "control socket %s: %m", a.cfg->control);
         goto fail;
     }
-    rtcr_ecu_params_t params = {
-        .name = a.cfg->name, .ram_total = a.cfg->ram, .log_lines = a.cfg->log_lines};
+    rtcr_ecu_params_t params = {.name = a.cfg->name,
+                                .ram_total = a.cfg->ram,
+                                .log_lines = a.cfg->log_lines,
+                                .timer_priority = (int)a.cfg->timer_priority,
+                                .encode_idle = a.cfg->encode_idle};
     r = rtcr_ecu_new(&params, &a.ecu);
     if (r < 0) {
         log_error_errno(r, "creating the ECU runtime failed: %m");
         goto fail;
     }
+    const char *why = NULL;
+    int prio = rtcr_ecu_timer_priority(a.ecu, &why);
+    if (why)
+        log_warning("timer service: SCHED_FIFO priority %u refused (%s); it runs with normal "
+                    "scheduling, so target timers can fire late while the CPUs are busy",
+                    a.cfg->timer_priority, why);
+    else if (prio)
+        log_info("timer service: SCHED_FIFO priority %d", prio);
+    if (!rtcr_ecu_encode_idle(a.ecu, &why) && why)
+        log_warning("encode_idle: epochs are encoded at normal priority: %s", why);
     rtcr_ecu_set_event_cb(a.ecu, on_event, &a);
     rtcr_ecu_set_log_cb(a.ecu, on_log, &a);
     if ((r = add_targets(&a)) < 0 || (r = setup_checkpoints(&a)) < 0)

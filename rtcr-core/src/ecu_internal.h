@@ -257,6 +257,10 @@ struct rtcr_ecu {
     pthread_cond_t timer_cond;     /* wakes the timer thread */
     bool timer_stop;               /* ask the timer thread to end */
     bool timer_running;            /* thread started */
+    int timer_priority;            /* SCHED_FIFO priority in effect, 0: normal scheduling */
+    int timer_priority_err;        /* errno of a refused priority, 0: none asked or granted */
+    bool encode_idle;              /* encode epochs at SCHED_IDLE (asked and possible) */
+    bool encode_idle_refused;      /* asked, but the thread could not switch back */
 };
 
 /* ---- rtcr_target.c --------------------------------------------------------------------- */
@@ -354,6 +358,13 @@ int svc_signal_submit(struct rtcr_target *t, rtcr_badge_t badge, unsigned count)
 /* Timer service: the earliest deadline over all targets' timer sessions, 0 if none; and
  * running everything due. Called by the timer thread with no locks held. */
 uint64_t svc_timers_run(struct rtcr_ecu *ecu, uint64_t now_usec);
+/* A timer due at *deadline: 0 if not yet due at `now`; else the number of timeouts that have
+ * passed (1, or more when the timer thread ran late), and *deadline moves on: to 0 for a
+ * one-shot (period 0), else to the first period boundary after `now`, keeping the phase of
+ * the periodic timer. A late timer fires once with that count (the handler sees the periods
+ * it missed, as signals coalesce); it never fires a burst. At most SVC_TIMER_COUNT_MAX. */
+unsigned svc_timer_due(uint64_t *deadline, uint64_t period_usec, uint64_t now_usec);
+#define SVC_TIMER_COUNT_MAX 1000000u
 /* IRQ line fired: notify the target's IRQ sessions on `line`; returns how many. t->lock held */
 int svc_irq_fire(struct rtcr_target *t, unsigned line);
 /* Kick the timer thread after (re)arming a timer. */

@@ -19,6 +19,7 @@
  * A failure after step 2 makes the next epoch full again, so no write is ever lost.
  */
 #include <errno.h>
+#include <sched.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -1036,10 +1037,47 @@ static int capture_state(struct rtcr_target *t, struct arena *a, RtcrImg__Stored
 
 /* ---- the epoch ---------------------------------------------------------------------------- */
 
+/* Encoding at SCHED_IDLE (rtcr_ecu_params.encode_idle): the calling thread's own policy is
+ * kept in `prev` and restored by idle_end(), or by idle_check() once the epoch has been
+ * encoding for RTCR_ENCODE_IDLE_MAX_MSEC (so a busy ECU delays an epoch, never starves it). */
+struct idle {
+    bool on;              /* the thread runs SCHED_IDLE now */
+    bool began;           /* it did at the start */
+    bool capped;          /* idle_check() ended it */
+    int policy;           /* its own policy */
+    struct sched_param p; /* and parameters */
+    uint64_t until;       /* now_usec() after which it goes back */
+};
+
+static void idle_begin(struct idle *id, const struct rtcr_ecu *ecu)
+{
+    static const struct sched_param zero = {0};
+    id->on = id->began = id->capped = false;
+    if (!ecu->encode_idle || pthread_getschedparam(pthread_self(), &id->policy, &id->p) != 0 ||
+        id->policy != SCHED_OTHER)
+        return; /* a real-time or batch caller keeps what it chose */
+    id->until = now_usec() + RTCR_ENCODE_IDLE_MAX_MSEC * 1000u;
+    id->on = id->began = pthread_setschedparam(pthread_self(), SCHED_IDLE, &zero) == 0;
+}
+
+static void idle_end(struct idle *id)
+{
+    if (id->on && pthread_setschedparam(pthread_self(), id->policy, &id->p) == 0)
+        id->on = false;
+}
+
+static void idle_check(struct idle *id)
+{
+    if (id->on && now_usec() >= id->until) {
+        idle_end(id);
+        id->capped = true;
+    }
+}
+
 /* Hand the staged chunks to the builder, one rtcr_epoch_add_runs call per stretch of chunks
  * of one dataspace that lie back to back in the staging buffer, so that frames span the
  * scattered small runs a typical epoch has (LZ4 on one 1 MiB frame instead of 256 x 4 KiB). */
-static int encode_stage(rtcr_epoch_builder_t *b, const struct stage *st)
+static int encode_stage(rtcr_epoch_builder_t *b, const struct stage *st, struct idle *id)
 {
     rtcr_epoch_run_t *runs = malloc((st->n ? st->n : 1) * sizeof(*runs));
     int r = 0;
@@ -1054,6 +1092,7 @@ static int encode_stage(rtcr_epoch_builder_t *b, const struct stage *st)
         } while (j < st->n && st->v[j].badge == st->v[i].badge &&
                  st->v[j].at == st->v[j - 1].at + st->v[j - 1].len);
         r = rtcr_epoch_add_runs(b, st->v[i].badge, runs, n, st->data + st->v[i].at);
+        idle_check(id);
         i = j;
     }
     free(runs);
@@ -1125,6 +1164,8 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     thaw(t); /* the pause ends here: encoding runs while the target runs */
     uint64_t t2 = now_usec();
     stats.freeze_usec = t2 - t1;
+    struct idle id;
+    idle_begin(&id, t->ecu); /* until the epoch is encoded and parsed back */
 
     rtcr_epoch_info_t info = {
         .target = t->name,
@@ -1149,7 +1190,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
         set_err(err, errsz, "epoch %" PRIu64 " of '%s': %s", epoch, t->name, strerror(-r));
     stats.recycled = r == 1;
     if (r >= 0) {
-        if ((r = encode_stage(b, st)) < 0)
+        if ((r = encode_stage(b, st, &id)) < 0)
             set_err(err, errsz, "epoch %" PRIu64 " of '%s': encoding the pages failed: %s", epoch,
                     t->name, strerror(-r));
         stats.bytes_raw = st->used;
@@ -1161,6 +1202,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     if (r >= 0 && (r = rtcr_epoch_finish(b, &ierr, &buf, &len)) < 0)
         set_err(err, errsz, "%s", ierr.msg);
     rtcr_epoch_builder_destroy(&b);
+    idle_check(&id);
     uint64_t t3 = now_usec();
     stats.encode_usec = t3 - t2;
     if (r >= 0 && t->ckpt.state_dir) {
@@ -1179,6 +1221,9 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
                     ierr.msg);
     }
     free(buf);
+    idle_end(&id); /* locks follow: never hold one at SCHED_IDLE */
+    stats.encoded_idle = id.began;
+    stats.idle_capped = id.capped;
     if (r >= 0 && full)
         compact_finish(t, true, false, NULL); /* the full epoch drops the epochs it reads */
     if (r >= 0 && !t->image && !(t->image = rtcr_image_new(t->name, NULL)))

@@ -6,11 +6,15 @@
  * earliest armed timer of any target and submits the timers' signals.
  */
 #include <errno.h>
+#include <linux/capability.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,11 +63,55 @@ static void *timer_main(void *p)
     return NULL;
 }
 
+/* Start the timer thread, at SCHED_FIFO `prio` if asked and allowed, else normally. */
+static int timer_thread_start(struct rtcr_ecu *ecu, int prio)
+{
+    if (prio > 0) {
+        pthread_attr_t at;
+        struct sched_param sp = {.sched_priority = prio};
+        int r = pthread_attr_init(&at);
+        if (r == 0) {
+            r = pthread_attr_setinheritsched(&at, PTHREAD_EXPLICIT_SCHED);
+            if (r == 0)
+                r = pthread_attr_setschedpolicy(&at, SCHED_FIFO);
+            if (r == 0)
+                r = pthread_attr_setschedparam(&at, &sp);
+            if (r == 0)
+                r = pthread_create(&ecu->timer_thread, &at, timer_main, ecu);
+            pthread_attr_destroy(&at);
+        }
+        if (r == 0) {
+            ecu->timer_priority = prio;
+            return 0;
+        }
+        if (r != EPERM && r != EINVAL)
+            return -r;
+        ecu->timer_priority_err = r; /* refused: run it normally */
+    }
+    return -pthread_create(&ecu->timer_thread, NULL, timer_main, ecu);
+}
+
+/* May a thread of this process leave SCHED_IDLE for SCHED_OTHER at nice 0? Privileged
+ * (CAP_SYS_NICE in the effective set) or allowed by RLIMIT_NICE (sched(7)). */
+static bool may_leave_idle(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NICE, &rl) == 0 && (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= 20))
+        return true;
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    memset(data, 0, sizeof(data));
+    if (syscall(SYS_capget, &hdr, data) != 0)
+        return false;
+    return (data[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE)) != 0;
+}
+
 /* ---- ECU --------------------------------------------------------------------------------- */
 
 int rtcr_ecu_new(const rtcr_ecu_params_t *params, rtcr_ecu_t **ret_ecu)
 {
-    if (!params || !params->name || !*params->name || strlen(params->name) >= NAME_MAX_LEN)
+    if (!params || !params->name || !*params->name || strlen(params->name) >= NAME_MAX_LEN ||
+        params->timer_priority < 0 || params->timer_priority > RTCR_TIMER_PRIORITY_MAX)
         return -EINVAL;
     struct rtcr_ecu *ecu = calloc(1, sizeof(*ecu));
     if (!ecu)
@@ -83,13 +131,17 @@ int rtcr_ecu_new(const rtcr_ecu_params_t *params, rtcr_ecu_t **ret_ecu)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&ecu->timer_cond, &ca);
     pthread_condattr_destroy(&ca);
-    int r = -pthread_create(&ecu->timer_thread, NULL, timer_main, ecu);
+    int r = timer_thread_start(ecu, params->timer_priority);
     if (r < 0) {
         rtcr_kernel_destroy(&ecu->kernel);
         free(ecu);
         return r;
     }
     ecu->timer_running = true;
+    if (params->encode_idle) {
+        ecu->encode_idle = may_leave_idle();
+        ecu->encode_idle_refused = !ecu->encode_idle;
+    }
     *ret_ecu = ecu;
     return 0;
 }
@@ -162,6 +214,22 @@ void rtcr_ecu_set_log_cb(rtcr_ecu_t *ecu, rtcr_ecu_log_fn fn, void *ctx)
 const char *rtcr_ecu_name(const rtcr_ecu_t *ecu)
 {
     return ecu->name;
+}
+
+bool rtcr_ecu_encode_idle(const rtcr_ecu_t *ecu, const char **ret_why)
+{
+    if (ret_why)
+        *ret_why = ecu->encode_idle_refused ? "no CAP_SYS_NICE and RLIMIT_NICE < 20: a thread "
+                                              "could not leave SCHED_IDLE again"
+                                            : NULL;
+    return ecu->encode_idle;
+}
+
+int rtcr_ecu_timer_priority(const rtcr_ecu_t *ecu, const char **ret_why)
+{
+    if (ret_why)
+        *ret_why = ecu->timer_priority_err ? strerror(ecu->timer_priority_err) : NULL;
+    return ecu->timer_priority;
 }
 
 rtcr_kernel_t *rtcr_ecu_kernel(rtcr_ecu_t *ecu)

@@ -17,6 +17,7 @@
  * with a reason; the component gets the negative errno as the RPC result.
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -391,7 +392,7 @@ int svc_signal_submit(struct rtcr_target *t, rtcr_badge_t badge, unsigned count)
     struct sigsrc *src = pd ? source_find(pd, c->source_id) : NULL;
     if (!src)
         return -ENOENT;
-    c->pending += count;
+    c->pending = count > UINT_MAX - c->pending ? UINT_MAX : c->pending + count; /* saturates */
     if (!c->queued) {
         c->queued = true;
         c->qnext = NULL;
@@ -1297,6 +1298,20 @@ int svc_irq_fire(struct rtcr_target *t, unsigned line)
     return n;
 }
 
+unsigned svc_timer_due(uint64_t *deadline, uint64_t period, uint64_t now)
+{
+    uint64_t d = *deadline;
+    if (!d || d > now)
+        return 0;
+    if (!period) {
+        *deadline = 0;
+        return 1;
+    }
+    uint64_t n = (now - d) / period + 1; /* boundaries d, d + p, ... up to now */
+    *deadline = d + n * period;
+    return n < SVC_TIMER_COUNT_MAX ? (unsigned)n : SVC_TIMER_COUNT_MAX;
+}
+
 uint64_t svc_timers_run(struct rtcr_ecu *ecu, uint64_t now)
 {
     uint64_t next = 0;
@@ -1306,18 +1321,9 @@ uint64_t svc_timers_run(struct rtcr_ecu *ecu, uint64_t now)
         for (struct session *s = t->sessions; s && !t->dead; s = s->next) {
             if (s->type != RTCR_SVC_TIMER || !s->u.timer.deadline_usec)
                 continue;
-            if (s->u.timer.deadline_usec <= now) {
-                if (s->u.timer.sigh)
-                    svc_signal_submit(t, s->u.timer.sigh, 1);
-                if (s->u.timer.period_usec) {
-                    uint64_t d = s->u.timer.deadline_usec + s->u.timer.period_usec;
-                    if (d <= now) /* overrun: skip missed periods rather than burst */
-                        d = now + s->u.timer.period_usec;
-                    s->u.timer.deadline_usec = d;
-                } else {
-                    s->u.timer.deadline_usec = 0;
-                }
-            }
+            unsigned n = svc_timer_due(&s->u.timer.deadline_usec, s->u.timer.period_usec, now);
+            if (n && s->u.timer.sigh)
+                svc_signal_submit(t, s->u.timer.sigh, n);
             uint64_t d = s->u.timer.deadline_usec;
             if (d && (!next || d < next))
                 next = d;

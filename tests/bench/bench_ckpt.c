@@ -32,9 +32,10 @@
  * The exit status is 0 unless an operation fails (benchmarks report, they do not judge).
  *
  *   B=build build/bench/bench_ckpt [quick] [1g] [pause] [sustained] [encoding] [restore]
- *                                  [row=MEM_MIB:DIRTY_KIB:ROUNDS] [work_us=N]
+ *                                  [row=MEM_MIB:DIRTY_KIB:ROUNDS] [work_us=N] [timer_prio=N]
  * quick: fewer rounds; 1g: add the 1 GiB rows (~25 s more); naming sections runs only those
- * (encoding implies pause); row= runs one pause row; work_us= the duty of benchmark 2.
+ * (encoding implies pause); row= runs one pause row; work_us= the duty of benchmark 2;
+ * timer_prio= the ECU's timer_priority (default: the agent's, 10; 0: normal scheduling).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -57,6 +58,7 @@
 #include <rtcr/ecu.h>
 #include <rtcr/image.h>
 
+#include "../../ecu-agent/agent_config.h"
 #include "../lib/bench_util.h"
 
 /* as the agent runs targets by default (config key max_chain): compaction in the background
@@ -210,6 +212,8 @@ struct ckb {
     bool quick;                 /* fewer rounds */
     bool with_1g;               /* also the 1 GiB rows */
     unsigned work_us;           /* benchmark 2: computation per 1 ms tick of the target */
+    unsigned timer_prio;        /* the ECU's timer_priority (the agent's default) */
+    bool encode_idle;           /* the ECU's encode_idle (the agent's default: on) */
 };
 
 static void on_event(void *ctx, rtcr_target_t *t, enum rtcr_ecu_event ev, const char *detail)
@@ -1238,6 +1242,8 @@ int main(int argc, char **argv)
     struct ckb *b = &ckb;
     bool want[4] = {false, false, false, false}, any = false;
     b->work_us = 500;
+    b->timer_prio = AGENT_TIMER_PRIORITY;
+    b->encode_idle = true;
     struct pause_row only = {0};
     for (int i = 1; i < argc; i++) {
         static const char *const names[4] = {"pause", "sustained", "encoding", "restore"};
@@ -1251,6 +1257,12 @@ int main(int argc, char **argv)
         } else if (sscanf(argv[i], "work_us=%u", &w) == 1 && w > 0 && w < 1000) {
             b->work_us = w;
             known = true;
+        } else if (sscanf(argv[i], "encode_idle=%u", &w) == 1 && w <= 1) {
+            b->encode_idle = w == 1;
+            known = true;
+        } else if (sscanf(argv[i], "timer_prio=%u", &w) == 1 && w <= RTCR_TIMER_PRIORITY_MAX) {
+            b->timer_prio = w;
+            known = true;
         } else if (sscanf(argv[i], "row=%llu:%llu:%llu", &mm, &dk, &rn) == 3 && mm && dk && rn) {
             only = (struct pause_row){
                 .mem = (size_t)mm * MIB, .dirty = (size_t)dk * KIB, .rounds = (unsigned)rn};
@@ -1261,7 +1273,7 @@ int main(int argc, char **argv)
                 want[k] = any = known = true;
         if (!known)
             die("usage: bench_ckpt [quick] [1g] [pause] [sustained] [encoding] [restore] "
-                "[row=MEM_MIB:DIRTY_KIB:ROUNDS] [work_us=N]");
+                "[row=MEM_MIB:DIRTY_KIB:ROUNDS] [work_us=N] [timer_prio=N] [encode_idle=0|1]");
     }
     for (unsigned k = 0; k < 4 && !any; k++)
         want[k] = true;
@@ -1283,10 +1295,16 @@ int main(int argc, char **argv)
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_cond_init(&b->cond, &ca);
-    rtcr_ecu_params_t ep = {.name = "bench", .ram_total = (size_t)4 << 30, .log_lines = 64};
+    rtcr_ecu_params_t ep = {.name = "bench",
+                            .ram_total = (size_t)4 << 30,
+                            .log_lines = 64,
+                            .timer_priority = (int)b->timer_prio,
+                            .encode_idle = b->encode_idle};
     int r = rtcr_ecu_new(&ep, &b->ecu);
     if (r < 0)
         die("rtcr_ecu_new: %s", strerror(-r));
+    const char *why = NULL;
+    int prio = rtcr_ecu_timer_priority(b->ecu, &why);
     rtcr_ecu_set_event_cb(b->ecu, on_event, b);
     rtcr_ecu_set_log_cb(b->ecu, on_log, b);
     uint64_t t_begin = bench_now_nsec();
@@ -1294,6 +1312,12 @@ int main(int argc, char **argv)
     struct limits lim = measure_limits();
     printf("== bench_ckpt: checkpoint/restore of real targets (memwriter) ==\n");
     print_load("machine load at start");
+    if (prio)
+        printf("timer service: SCHED_FIFO priority %d (the agent's default)\n", prio);
+    else
+        printf("timer service: normal scheduling%s%s\n", why ? ", real-time refused: " : "",
+               why ? why : "");
+    printf("BENCH ckpt_timer_priority=%d prio\n", prio);
     printf("raw limits in this run: memcpy %.2f GB/s (warm), %.2f GB/s into fresh pages\n",
            lim.memcpy_warm / 1e9, lim.memcpy_cold / 1e9);
     printf("BENCH ckpt_memcpy_warm=%.2f GB/s\n", lim.memcpy_warm / 1e9);

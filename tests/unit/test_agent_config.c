@@ -95,6 +95,8 @@ static void test_single_conf_loads(void **state)
     assert_string_equal(cfg->state_dir, "/var/lib/rtcr/ecu1");
     assert_int_equal(cfg->ram, 512u << 20);
     assert_int_equal(cfg->log_lines, 200);
+    assert_int_equal(cfg->timer_priority, AGENT_TIMER_PRIORITY); /* defaults */
+    assert_true(cfg->encode_idle);
     assert_string_equal(cfg->target_dir, f->tdir); /* target_dir = "" means the default */
 
     assert_int_equal(cfg->n_targets, 2);
@@ -172,6 +174,18 @@ static void test_defaults(void **state)
     assert_int_equal(agent_config_parse(path, text, NULL, &cfg, &err), 0);
     assert_string_equal(cfg->target_dir, RTCR_TARGET_DIR);
     assert_int_equal(cfg->n_targets, 0);
+    agent_config_destroy(&cfg);
+
+    /* the scheduling of the ECU's own threads, set explicitly */
+    text = "ecu\n    timer_priority = 0\n    encode_idle = off\n";
+    assert_int_equal(agent_config_parse(path, text, NULL, &cfg, &err), 0);
+    assert_int_equal(cfg->timer_priority, 0);
+    assert_false(cfg->encode_idle);
+    agent_config_destroy(&cfg);
+    text = "ecu\n    timer_priority = 99\n    encode_idle = yes\n";
+    assert_int_equal(agent_config_parse(path, text, NULL, &cfg, &err), 0);
+    assert_int_equal(cfg->timer_priority, 99);
+    assert_true(cfg->encode_idle);
     agent_config_destroy(&cfg);
 }
 
@@ -315,6 +329,10 @@ static const bad_case_t bad_cases[] = {
     {"bad bool", "targets\n    brake\n        binary = brake\n        autostart = maybe\n",
      ": targets/brake/autostart: \"maybe\" is not a boolean"},
     {"log_lines", "ecu\n    log_lines = many\n", ": ecu/log_lines: \"many\" is not a number"},
+    {"timer_priority", "ecu\n    timer_priority = 100\n",
+     ": ecu/timer_priority: 100 is out of range (0..99)"},
+    {"encode_idle", "ecu\n    encode_idle = sometimes\n",
+     ": ecu/encode_idle: \"sometimes\" is not a boolean"},
     {"relative control", "ecu\n    control = ecu.sock\n",
      ": ecu/control: \"ecu.sock\" is not an absolute path"},
     {"bad ecu name", "ecu\n    name = \"ecu 1\"\n", ": ecu/name: \"ecu 1\" is not a valid name"},

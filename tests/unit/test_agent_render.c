@@ -152,18 +152,41 @@ static void test_status(void **state)
                          .ram_quota = 24u << 20,
                          .ram_used = 1u << 20,
                          .sensors = 1,
-                         .control = "/run/rtcr/ecu1.sock"};
+                         .control = "/run/rtcr/ecu1.sock",
+                         .timer_priority = 10,
+                         .encode_idle = true};
     char *json = NULL, *text = NULL;
     assert_int_equal(agent_render_status(&st, &json, &text), 0);
     assert_string_equal(json, "{\"name\":\"ecu1\",\"pid\":77,\"uptime_ms\":90061000,"
                               "\"targets\":2,\"running\":1,\"failed\":1,"
                               "\"ram_total\":536870912,\"ram_quota\":25165824,"
                               "\"ram_used\":1048576,\"sensors\":1,"
-                              "\"control\":\"/run/rtcr/ecu1.sock\"}");
+                              "\"control\":\"/run/rtcr/ecu1.sock\",\"timer_priority\":10,"
+                              "\"timer_refused\":null,\"encode_idle\":true,"
+                              "\"encode_idle_refused\":null}");
     assert_non_null(strstr(text, "ecu:       ecu1\n"));
     assert_non_null(strstr(text, "uptime:    1d 01:01:01\n"));
     assert_non_null(strstr(text, "targets:   2 (1 running, 1 failed)\n"));
     assert_non_null(strstr(text, "ram:       1M used, 24M assigned, 512M total\n"));
+    assert_non_null(strstr(text, "timers:    SCHED_FIFO priority 10\n"));
+    assert_non_null(strstr(text, "encoding:  SCHED_IDLE (targets preempt it)\n"));
+    free(json);
+    free(text);
+
+    /* refused: both say why, in JSON and in text */
+    st.timer_priority = 0;
+    st.timer_why = "Operation not permitted";
+    st.encode_idle = false;
+    st.encode_idle_why = "no CAP_SYS_NICE";
+    assert_int_equal(agent_render_status(&st, &json, &text), 0);
+    assert_non_null(strstr(json, "\"timer_priority\":0,\"timer_refused\":\"Operation not "
+                                 "permitted\",\"encode_idle\":false,\"encode_idle_refused\":"
+                                 "\"no CAP_SYS_NICE\"}"));
+    assert_non_null(strstr(
+        text,
+        "timers:    normal scheduling (real-time priority refused: Operation not permitted)\n"));
+    assert_non_null(
+        strstr(text, "encoding:  normal scheduling (SCHED_IDLE not possible: no CAP_SYS_NICE)\n"));
     free(json);
     free(text);
 }

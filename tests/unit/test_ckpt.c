@@ -5,6 +5,8 @@
  * foreign images, quota, restore on another ECU, and a target that does not quiesce. */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -490,6 +492,49 @@ static void test_quiesce_timeout(void **state)
     rtcr_ecu_destroy(&ecu);
 }
 
+/* encode_idle: the epoch is encoded at SCHED_IDLE and the caller's policy comes back after;
+ * a caller that chose another policy (here SCHED_BATCH) keeps it and is not switched. */
+static void test_encode_idle(void **state)
+{
+    (void)state;
+    rtcr_ecu_params_t p = {
+        .name = "ecu-idle", .ram_total = 1u << 30, .log_lines = 100, .encode_idle = true};
+    rtcr_ecu_t *ecu = NULL;
+    assert_int_equal(rtcr_ecu_new(&p, &ecu), 0);
+    const char *why = NULL;
+    bool idle = rtcr_ecu_encode_idle(ecu, &why);
+    assert_true(idle || why); /* off only with a reason (an unprivileged run) */
+    rtcr_target_t *t = add(ecu, "brake", tu_target_path("brake"), 8u << 20, NULL);
+    assert_int_equal(rtcr_target_start(t), 0);
+    assert_true(tu_wait_tick(t, 3, 0, 5000) >= 3);
+    char err[256] = "";
+    rtcr_epoch_stats_t st;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(rtcr_target_checkpoint(t, &st, err, sizeof(err)), 0);
+        assert_int_equal(st.encoded_idle, idle);
+        assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+    }
+    struct sched_param zero = {0};
+    assert_int_equal(pthread_setschedparam(pthread_self(), SCHED_BATCH, &zero), 0);
+    assert_int_equal(rtcr_target_checkpoint(t, &st, err, sizeof(err)), 0);
+    assert_false(st.encoded_idle);
+    assert_int_equal(sched_getscheduler(0), SCHED_BATCH);
+    assert_int_equal(pthread_setschedparam(pthread_self(), SCHED_OTHER, &zero), 0);
+    assert_int_equal(rtcr_image_last(rtcr_target_image(t)), 4);
+    rtcr_ecu_destroy(&ecu);
+
+    /* not asked: never */
+    ecu = new_ecu("ecu-noidle");
+    assert_false(rtcr_ecu_encode_idle(ecu, &why));
+    assert_null(why);
+    t = add(ecu, "brake", tu_target_path("brake"), 8u << 20, NULL);
+    assert_int_equal(rtcr_target_start(t), 0);
+    assert_true(tu_wait_tick(t, 3, 0, 5000) >= 3);
+    assert_int_equal(rtcr_target_checkpoint(t, &st, err, sizeof(err)), 0);
+    assert_false(st.encoded_idle);
+    rtcr_ecu_destroy(&ecu);
+}
+
 static void test_not_running(void **state)
 {
     struct fx *f = *state;
@@ -650,6 +695,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_on_another_ecu, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_running, setup, teardown),
         cmocka_unit_test(test_quiesce_timeout),
+        cmocka_unit_test(test_encode_idle),
         cmocka_unit_test_setup_teardown(test_logger_continues_after_restore, logger_setup,
                                         logger_teardown),
         cmocka_unit_test_setup_teardown(test_logger_continues_after_standby_restore, logger_setup,

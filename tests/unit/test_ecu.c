@@ -1,6 +1,9 @@
 /* test_ecu.c — the ECU runtime with real target processes (no agent): start `brake`, see its
  * LOG lines, its cap-space layout, IRQ delivery, kill and reap. */
+#include <dirent.h>
 #include <errno.h>
+#include <sched.h>
+#include <stdint.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -15,6 +18,8 @@
 
 #include <rtcr/ecu.h>
 
+#include "../../rtcr-core/src/ecu_internal.h"
+
 #include "../lib/target_util.h"
 
 static void test_brake_runs(void **state)
@@ -23,8 +28,10 @@ static void test_brake_runs(void **state)
     rtcr_ecu_params_t p = {.name = "ecu-test", .ram_total = 256u << 20, .log_lines = 64};
     rtcr_ecu_t *ecu = NULL;
     assert_int_equal(rtcr_ecu_new(&p, &ecu), 0);
-    rtcr_target_spec_t spec = {
-        .name = "brake", .binary = tu_target_path("brake"), .ram_quota = 8u << 20, .cap_limit = 512};
+    rtcr_target_spec_t spec = {.name = "brake",
+                               .binary = tu_target_path("brake"),
+                               .ram_quota = 8u << 20,
+                               .cap_limit = 512};
     rtcr_target_t *t = NULL;
     assert_int_equal(rtcr_ecu_add_target(ecu, &spec, &t), 0);
     assert_int_equal(rtcr_ecu_add_target(ecu, &spec, NULL), -EEXIST);
@@ -50,8 +57,10 @@ static void test_brake_runs(void **state)
     assert_int_equal(tu_caps_type_at(&cs, 1), RTCR_KOBJ_TASK);
     assert_int_equal(tu_caps_type_at(&cs, 8), RTCR_KOBJ_GATE);
     for (unsigned i = 0; i < 2; i++) { /* main and the "status" entrypoint */
-        assert_int_equal(tu_caps_type_at(&cs, RTCR_THREAD_SLOT(i, RTCR_THREAD_GATE_OFF)), RTCR_KOBJ_GATE);
-        assert_int_equal(tu_caps_type_at(&cs, RTCR_THREAD_SLOT(i, RTCR_THREAD_IRQ_OFF)), RTCR_KOBJ_IRQ);
+        assert_int_equal(tu_caps_type_at(&cs, RTCR_THREAD_SLOT(i, RTCR_THREAD_GATE_OFF)),
+                         RTCR_KOBJ_GATE);
+        assert_int_equal(tu_caps_type_at(&cs, RTCR_THREAD_SLOT(i, RTCR_THREAD_IRQ_OFF)),
+                         RTCR_KOBJ_IRQ);
         assert_int_not_equal(tu_caps_type_at(&cs, RTCR_THREAD_SLOT(i, RTCR_THREAD_PAGER_OFF)),
                              RTCR_KOBJ_NONE);
     }
@@ -110,11 +119,99 @@ static void test_bad_specs(void **state)
     rtcr_ecu_destroy(&ecu);
 }
 
+/* The timer service's due check: counts the timeouts a late run missed, keeps the phase. */
+static void test_timer_due(void **state)
+{
+    (void)state;
+    uint64_t d = 0;
+    assert_int_equal(svc_timer_due(&d, 1000, 5000), 0); /* not armed */
+    d = 5000;
+    assert_int_equal(svc_timer_due(&d, 1000, 4999), 0); /* not yet */
+    assert_int_equal(d, 5000);
+    assert_int_equal(svc_timer_due(&d, 1000, 5000), 1); /* on time */
+    assert_int_equal(d, 6000);
+    assert_int_equal(svc_timer_due(&d, 1000, 6999), 1); /* late, within the period */
+    assert_int_equal(d, 7000);
+    assert_int_equal(svc_timer_due(&d, 1000, 9500), 3);  /* 7000, 8000, 9000 passed */
+    assert_int_equal(d, 10000);                          /* the phase is kept */
+    assert_int_equal(svc_timer_due(&d, 1000, 10000), 1); /* exactly on a boundary */
+    assert_int_equal(d, 11000);
+    d = 1;
+    assert_int_equal(svc_timer_due(&d, 1, UINT64_C(1) << 40), SVC_TIMER_COUNT_MAX); /* capped */
+    assert_true(d > UINT64_C(1) << 40);
+    d = 300; /* a one-shot fires once however late, then disarms */
+    assert_int_equal(svc_timer_due(&d, 0, 100000), 1);
+    assert_int_equal(d, 0);
+    assert_int_equal(svc_timer_due(&d, 0, 200000), 0);
+}
+
+/* Threads of this process running SCHED_FIFO at `prio`. */
+static int fifo_threads(int prio)
+{
+    DIR *dir = opendir("/proc/self/task");
+    assert_non_null(dir);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] == '.')
+            continue;
+        pid_t tid = (pid_t)atoi(e->d_name);
+        struct sched_param sp;
+        if (sched_getscheduler(tid) == SCHED_FIFO && sched_getparam(tid, &sp) == 0 &&
+            sp.sched_priority == prio)
+            n++;
+    }
+    closedir(dir);
+    return n;
+}
+
+static void test_timer_priority(void **state)
+{
+    (void)state;
+    rtcr_ecu_params_t p = {.name = "ecu-rt", .ram_total = 64u << 20, .timer_priority = 7};
+    rtcr_ecu_t *ecu = NULL;
+    assert_int_equal(rtcr_ecu_new(&p, &ecu), 0);
+    const char *why = NULL;
+    int prio = rtcr_ecu_timer_priority(ecu, &why);
+    if (prio == 7) { /* privileged: the timer thread, and only it, runs SCHED_FIFO 7 */
+        assert_null(why);
+        assert_int_equal(fifo_threads(7), 1);
+    } else { /* refused: it says why and runs normally */
+        assert_int_equal(prio, 0);
+        assert_non_null(why);
+        assert_int_equal(fifo_threads(7), 0);
+    }
+    /* the timers still fire: a brake target ticks */
+    rtcr_target_spec_t spec = {.name = "brake",
+                               .binary = tu_target_path("brake"),
+                               .ram_quota = 8u << 20,
+                               .cap_limit = 512};
+    rtcr_target_t *t = NULL;
+    assert_int_equal(rtcr_ecu_add_target(ecu, &spec, &t), 0);
+    assert_int_equal(rtcr_target_start(t), 0);
+    assert_true(tu_wait_tick(t, 5, 0, 5000) >= 5);
+    rtcr_ecu_destroy(&ecu);
+    assert_int_equal(fifo_threads(7), 0);
+
+    p.timer_priority = 0; /* normal scheduling: nothing to refuse */
+    assert_int_equal(rtcr_ecu_new(&p, &ecu), 0);
+    assert_int_equal(rtcr_ecu_timer_priority(ecu, &why), 0);
+    assert_null(why);
+    rtcr_ecu_destroy(&ecu);
+    p.timer_priority = RTCR_TIMER_PRIORITY_MAX + 1;
+    assert_int_equal(rtcr_ecu_new(&p, &ecu), -EINVAL);
+    p.timer_priority = -1;
+    assert_int_equal(rtcr_ecu_new(&p, &ecu), -EINVAL);
+    assert_null(ecu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_brake_runs),
         cmocka_unit_test(test_bad_specs),
+        cmocka_unit_test(test_timer_due),
+        cmocka_unit_test(test_timer_priority),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

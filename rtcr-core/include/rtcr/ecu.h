@@ -38,7 +38,24 @@ typedef struct rtcr_ecu_params {
     const char *name;        /* ECU name, e.g. "ecu1" */
     size_t ram_total;        /* RAM the ECU can hand out to all targets together (bytes) */
     unsigned log_lines;      /* LOG lines kept per target for `ecuctl log` (ring buffer) */
+    /* Real-time priority of the timer service thread, which fires every target's Timer
+     * sessions: 1..99 runs it SCHED_FIFO at that priority, so that timer signals stay punctual
+     * while the ECU's own work (checkpoint encoding, compaction) keeps the CPUs busy; 0 runs it
+     * with normal scheduling. If the system refuses SCHED_FIFO (no CAP_SYS_NICE and no
+     * RLIMIT_RTPRIO), the thread runs normally: see rtcr_ecu_timer_priority(). */
+    int timer_priority;
+    /* Encode each epoch (the work after the target is thawed) with the calling thread switched
+     * to SCHED_IDLE, so that a target thread waking up preempts it at once instead of waiting
+     * for its time slice; after RTCR_ENCODE_IDLE_MAX_MSEC of one epoch the thread goes back to
+     * its own policy, so a busy ECU cannot starve the checkpoint. Needs the right to switch
+     * back (CAP_SYS_NICE or RLIMIT_NICE >= 20); without it epochs are encoded normally: see
+     * rtcr_ecu_encode_idle(). */
+    bool encode_idle;
 } rtcr_ecu_params_t;
+
+#define RTCR_ENCODE_IDLE_MAX_MSEC 5
+
+#define RTCR_TIMER_PRIORITY_MAX 99
 
 /* A ROM module offered to a target: a name and a file whose content becomes the dataspace. */
 typedef struct rtcr_rom_spec {
@@ -80,6 +97,12 @@ void rtcr_ecu_destroy(rtcr_ecu_t **p);
 void rtcr_ecu_set_event_cb(rtcr_ecu_t *ecu, rtcr_ecu_event_fn fn, void *ctx);
 void rtcr_ecu_set_log_cb(rtcr_ecu_t *ecu, rtcr_ecu_log_fn fn, void *ctx);
 const char *rtcr_ecu_name(const rtcr_ecu_t *ecu);
+/* The SCHED_FIFO priority the timer service thread runs at (0: normal scheduling). When a
+ * priority was asked for and refused, *ret_why (if given) says why, else it is set to NULL. */
+int rtcr_ecu_timer_priority(const rtcr_ecu_t *ecu, const char **ret_why);
+/* Whether epochs are encoded at SCHED_IDLE; when it was asked for and cannot be done,
+ * *ret_why (if given) says why, else it is set to NULL. */
+bool rtcr_ecu_encode_idle(const rtcr_ecu_t *ecu, const char **ret_why);
 rtcr_kernel_t *rtcr_ecu_kernel(rtcr_ecu_t *ecu);
 
 /* Register a target (state STOPPED). -EEXIST (name taken), -EINVAL (bad spec: empty name,
@@ -169,6 +192,9 @@ typedef struct rtcr_epoch_stats {
     bool compact_on_kept;    /* that compaction decoded only the epochs since the previous one,
                                 onto the memory it kept */
     uint64_t compact_wait;   /* usec waited for a running compaction (chain at 2 x max_chain) */
+    bool encoded_idle;       /* the encoding began at SCHED_IDLE (rtcr_ecu_params.encode_idle) */
+    bool idle_capped;        /* and went back to the thread's own policy after
+                                RTCR_ENCODE_IDLE_MAX_MSEC */
 } rtcr_epoch_stats_t;
 
 /* Set the checkpoint parameters (before the first checkpoint of an incarnation). -EINVAL. */
