@@ -1066,8 +1066,9 @@ static void idle_end(struct idle *id)
         id->on = false;
 }
 
-static void idle_check(struct idle *id)
+static void idle_check(void *arg) /* after every frame (rtcr_epoch_builder_set_progress) */
 {
+    struct idle *id = arg;
     if (id->on && now_usec() >= id->until) {
         idle_end(id);
         id->capped = true;
@@ -1077,7 +1078,7 @@ static void idle_check(struct idle *id)
 /* Hand the staged chunks to the builder, one rtcr_epoch_add_runs call per stretch of chunks
  * of one dataspace that lie back to back in the staging buffer, so that frames span the
  * scattered small runs a typical epoch has (LZ4 on one 1 MiB frame instead of 256 x 4 KiB). */
-static int encode_stage(rtcr_epoch_builder_t *b, const struct stage *st, struct idle *id)
+static int encode_stage(rtcr_epoch_builder_t *b, const struct stage *st)
 {
     rtcr_epoch_run_t *runs = malloc((st->n ? st->n : 1) * sizeof(*runs));
     int r = 0;
@@ -1092,7 +1093,6 @@ static int encode_stage(rtcr_epoch_builder_t *b, const struct stage *st, struct 
         } while (j < st->n && st->v[j].badge == st->v[i].badge &&
                  st->v[j].at == st->v[j - 1].at + st->v[j - 1].len);
         r = rtcr_epoch_add_runs(b, st->v[i].badge, runs, n, st->data + st->v[i].at);
-        idle_check(id);
         i = j;
     }
     free(runs);
@@ -1165,7 +1165,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     uint64_t t2 = now_usec();
     stats.freeze_usec = t2 - t1;
     struct idle id;
-    idle_begin(&id, t->ecu); /* until the epoch is encoded and parsed back */
+    idle_begin(&id, t->ecu); /* until the epoch is encoded */
 
     rtcr_epoch_info_t info = {
         .target = t->name,
@@ -1181,6 +1181,8 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     };
     if (r >= 0 && (r = rtcr_epoch_builder_new(&info, &b)) < 0)
         set_err(err, errsz, "epoch %" PRIu64 " of '%s': %s", epoch, t->name, strerror(-r));
+    if (b)
+        rtcr_epoch_builder_set_progress(b, idle_check, &id);
     if (r >= 0 && (r = rtcr_epoch_builder_set_metadata(b, state)) < 0)
         set_err(err, errsz, "epoch %" PRIu64 " of '%s': stored state not encodable: %s", epoch,
                 t->name, strerror(-r));
@@ -1190,7 +1192,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
         set_err(err, errsz, "epoch %" PRIu64 " of '%s': %s", epoch, t->name, strerror(-r));
     stats.recycled = r == 1;
     if (r >= 0) {
-        if ((r = encode_stage(b, st, &id)) < 0)
+        if ((r = encode_stage(b, st)) < 0)
             set_err(err, errsz, "epoch %" PRIu64 " of '%s': encoding the pages failed: %s", epoch,
                     t->name, strerror(-r));
         stats.bytes_raw = st->used;
@@ -1202,7 +1204,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     if (r >= 0 && (r = rtcr_epoch_finish(b, &ierr, &buf, &len)) < 0)
         set_err(err, errsz, "%s", ierr.msg);
     rtcr_epoch_builder_destroy(&b);
-    idle_check(&id);
+    idle_end(&id); /* the file write and what follows run at the thread's own policy */
     uint64_t t3 = now_usec();
     stats.encode_usec = t3 - t2;
     if (r >= 0 && t->ckpt.state_dir) {
@@ -1221,7 +1223,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
                     ierr.msg);
     }
     free(buf);
-    idle_end(&id); /* locks follow: never hold one at SCHED_IDLE */
+    idle_end(&id); /* on every path before locks: never hold one at SCHED_IDLE */
     stats.encoded_idle = id.began;
     stats.idle_capped = id.capped;
     if (r >= 0 && full)

@@ -499,6 +499,8 @@ struct rtcr_epoch_builder {
     uint64_t total_frames;     /* frames over all dataspaces */
     uint64_t total_data;       /* stored bytes over all dataspaces */
     uint32_t frame_size;       /* frame size for new frames */
+    void (*progress)(void *);  /* called after every frame, or NULL */
+    void *progress_ctx;        /* its argument */
     uint16_t version;          /* container format version to write */
     uint8_t *out;              /* container being built: DATA stream from DATA_AT on */
     size_t out_cap;            /* allocated bytes of out */
@@ -938,8 +940,16 @@ static int drain(rtcr_epoch_builder_t *b, struct bds *d, struct pending *pd, boo
             return r;
         pd->p += n;
         pd->len -= n;
+        if (b->progress)
+            b->progress(b->progress_ctx);
     }
     return 0;
+}
+
+void rtcr_epoch_builder_set_progress(rtcr_epoch_builder_t *b, void (*fn)(void *ctx), void *ctx)
+{
+    b->progress = fn;
+    b->progress_ctx = ctx;
 }
 
 /* Add one stretch [p, p+len) at `offset`, all zero or all non-zero units, to d. Data joins

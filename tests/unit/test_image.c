@@ -543,6 +543,11 @@ static void test_pages_random_and_zero(void **state)
     free(f);
 }
 
+static void count_frame(void *ctx)
+{
+    (*(unsigned *)ctx)++;
+}
+
 static void test_frames_split(void **state)
 {
     static const uint64_t sizes[3] = {4 << 20, 65536, 4096};
@@ -560,14 +565,19 @@ static void test_frames_split(void **state)
     fill_random(mem, big);
     assert_int_equal(rtcr_epoch_builder_new(&info, &b), 0);
     assert_int_equal(rtcr_epoch_builder_set_metadata(b, &f->state), 0);
+    unsigned frames = 0; /* the progress hook sees every frame as it is compressed */
+    rtcr_epoch_builder_set_progress(b, count_frame, &frames);
     /* default frame size: 1 MiB + 1 MiB + 1 byte */
     assert_int_equal(rtcr_epoch_add_pages(b, DS1, 0, mem, big), 0);
+    assert_int_equal(frames, 3);
+    rtcr_epoch_builder_set_progress(b, NULL, NULL);
     /* 8 KiB frames: 3 * 8192 + 100, compressible content */
     assert_int_equal(rtcr_epoch_builder_set_frame_size(b, 8192), 0);
     assert_int_equal(rtcr_epoch_builder_set_frame_size(b, 0), -EINVAL);
     assert_int_equal(rtcr_epoch_builder_set_frame_size(b, RTCR_IMAGE_MAX_FRAME_SIZE + 1), -EINVAL);
     memset(mem, 'x', 3 * 8192 + 100);
     assert_int_equal(rtcr_epoch_add_pages(b, DS2, 0, mem, 3 * 8192 + 100), 0);
+    assert_int_equal(frames, 3); /* unhooked */
     assert_int_equal(rtcr_epoch_finish(b, NULL, &buf, &len), 0);
     assert_int_equal(rtcr_epoch_parse(buf, len, NULL, NULL, &e), 0);
 

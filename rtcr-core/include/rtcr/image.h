@@ -152,6 +152,9 @@ int rtcr_epoch_builder_set_metadata(rtcr_epoch_builder_t *b, const RtcrImg__Stor
 /* Same with an already serialised StoredState; the bytes are validated and copied verbatim
  * (unknown fields survive). -EBADMSG if they do not decode, other errors as above. */
 int rtcr_epoch_builder_set_metadata_blob(rtcr_epoch_builder_t *b, const void *buf, size_t len);
+/* Call fn(ctx) after every frame the builder compresses (NULL: none). The checkpointer uses
+ * it to bound the time an epoch is encoded at SCHED_IDLE, whatever the size of one add call. */
+void rtcr_epoch_builder_set_progress(rtcr_epoch_builder_t *b, void (*fn)(void *ctx), void *ctx);
 
 /* Store `len` bytes of dataspace `ds_badge` at `offset`: split into 4 KiB units (relative to
  * `offset`), all-zero units become zero runs, the rest becomes data runs whose bytes are
