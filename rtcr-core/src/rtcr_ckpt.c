@@ -114,9 +114,44 @@ struct compactor {
     int result;                 /* of the compaction: 0 or -errno */
     int written;                /* of writing the file: 0, -errno, 1 not written (no dir) */
     bool on_kept;               /* builds on the memory the previous compaction kept */
+    pthread_mutex_t hold_lock;  /* protects hold */
+    pthread_cond_t hold_cond;   /* signalled when hold ends */
+    bool hold;                  /* an epoch is being encoded: pause at the next frame */
     uint64_t usec;              /* how long it ran */
     rtcr_image_err_t err;       /* what failed */
 };
+
+/* The compaction's frame hook: while the checkpointing thread encodes an epoch (hold), wait,
+ * at most RTCR_ENCODE_IDLE_MAX_MSEC per frame, so the epoch in flight has the CPU that the
+ * targets leave before the background work does. */
+static void compact_yield(void *arg)
+{
+    struct compactor *k = arg;
+    pthread_mutex_lock(&k->hold_lock);
+    if (k->hold) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + RTCR_ENCODE_IDLE_MAX_MSEC * 1000000ull;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        while (k->hold && pthread_cond_timedwait(&k->hold_cond, &k->hold_lock, &ts) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&k->hold_lock);
+}
+
+/* Pause (on) or resume the running compaction of t, if any. */
+static void compact_hold(struct rtcr_target *t, bool on)
+{
+    struct compactor *k = t->compactor;
+    if (!k)
+        return;
+    pthread_mutex_lock(&k->hold_lock);
+    k->hold = on;
+    if (!on)
+        pthread_cond_broadcast(&k->hold_cond);
+    pthread_mutex_unlock(&k->hold_lock);
+}
 
 static void *compact_main(void *arg)
 {
@@ -168,8 +203,18 @@ static int compact_start(struct rtcr_target *t)
         goto fail;
     }
     atomic_init(&k->done, false);
-    if ((r = -pthread_create(&k->thread, NULL, compact_main, k)) < 0)
+    pthread_mutex_init(&k->hold_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->hold_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    rtcr_image_compaction_set_progress(k->c, compact_yield, k);
+    if ((r = -pthread_create(&k->thread, NULL, compact_main, k)) < 0) {
+        pthread_cond_destroy(&k->hold_cond);
+        pthread_mutex_destroy(&k->hold_lock);
         goto fail;
+    }
     t->compactor = k;
     return 0;
 fail:
@@ -204,6 +249,7 @@ static uint64_t compact_finish(struct rtcr_target *t, bool wait, bool commit,
     pid_t tid = __atomic_load_n(&k->tid, __ATOMIC_ACQUIRE);
     if (!atomic_load(&k->done) && tid > 0)
         setpriority(PRIO_PROCESS, (id_t)tid, 0); /* needs CAP_SYS_NICE; best effort */
+    compact_hold(t, false);
     pthread_join(k->thread, NULL);
     t->compactor = NULL;
     if (st) {
@@ -231,6 +277,8 @@ static uint64_t compact_finish(struct rtcr_target *t, bool wait, bool commit,
         }
     }
     rtcr_image_compaction_destroy(&k->c);
+    pthread_cond_destroy(&k->hold_cond);
+    pthread_mutex_destroy(&k->hold_lock);
     free(k->dir);
     free(k);
     return upto;
@@ -1166,6 +1214,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     stats.freeze_usec = t2 - t1;
     struct idle id;
     idle_begin(&id, t->ecu); /* until the epoch is encoded */
+    compact_hold(t, true);   /* and a running compaction waits for it */
 
     rtcr_epoch_info_t info = {
         .target = t->name,
@@ -1204,6 +1253,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     if (r >= 0 && (r = rtcr_epoch_finish(b, &ierr, &buf, &len)) < 0)
         set_err(err, errsz, "%s", ierr.msg);
     rtcr_epoch_builder_destroy(&b);
+    compact_hold(t, false);
     idle_end(&id); /* the file write and what follows run at the thread's own policy */
     uint64_t t3 = now_usec();
     stats.encode_usec = t3 - t2;

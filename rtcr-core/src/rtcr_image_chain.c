@@ -992,7 +992,16 @@ struct rtcr_image_compaction {
     uint64_t raw;         /* bytes of the dataspaces declared at upto */
     uint8_t *out;         /* a spare container of the image for the full epoch, or NULL */
     size_t out_cap;       /* its usable bytes */
+    void (*progress)(void *); /* after every frame of the full epoch, or NULL */
+    void *progress_ctx;       /* its argument */
 };
+
+void rtcr_image_compaction_set_progress(rtcr_image_compaction_t *c, void (*fn)(void *ctx),
+                                        void *ctx)
+{
+    c->progress = fn;
+    c->progress_ctx = ctx;
+}
 
 int rtcr_image_compaction_new(rtcr_image_t *img, uint64_t upto, rtcr_image_err_t *err,
                               rtcr_image_compaction_t **ret)
@@ -1137,6 +1146,7 @@ int rtcr_image_compaction_run(rtcr_image_compaction_t *c, rtcr_image_err_t *err)
     if (r < 0)
         goto out;
     rtcr_image__builder_set_compacted(b, rtcr_image_first(img));
+    rtcr_epoch_builder_set_progress(b, c->progress, c->progress_ctx);
     if (c->out) {
         r = rtcr_image__builder_give(b, c->out, c->out_cap);
         c->out = NULL;

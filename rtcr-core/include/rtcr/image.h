@@ -380,6 +380,11 @@ int rtcr_image_compaction_set_memory(rtcr_image_compaction_t *c, rtcr_memstate_t
  * compaction's _set_memory), or NULL. A compaction also writes the full epoch into the
  * container of the full epoch an earlier commit dropped, if the image kept it as a spare. */
 rtcr_memstate_t *rtcr_image_compaction_take_memory(rtcr_image_compaction_t *c);
+/* Before _run: call fn(ctx) after every frame the full epoch's encoder compresses
+ * (rtcr_epoch_builder_set_progress); the checkpointer pauses the compaction there while it
+ * encodes an epoch. */
+void rtcr_image_compaction_set_progress(rtcr_image_compaction_t *c, void (*fn)(void *ctx),
+                                        void *ctx);
 int rtcr_image_compaction_commit(rtcr_image_t *img, rtcr_image_compaction_t **c,
                                  rtcr_image_err_t *err, const rtcr_epoch_t **ret_epoch);
 /* The epoch the compaction replaces; the built epoch after a successful _run (borrowed, for
