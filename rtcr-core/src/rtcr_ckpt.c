@@ -19,8 +19,8 @@
  * A failure after step 2 makes the next epoch full again, so no write is ever lost.
  */
 #include <errno.h>
-#include <sched.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -101,7 +101,8 @@ void ckpt_incarnation_end(struct rtcr_target *t)
  * compaction then decodes only the epochs since onto it instead of the whole chain into fresh
  * buffers (64 MiB, 1 MiB per epoch: 30-65 ms instead of 60-150 ms of CPU), at the price of one
  * more copy of the target's memory between compactions. The thread runs at nice 19: it takes
- * what the target and the freeze leave of the CPU. SCHED_IDLE was measured twice and is worse:
+ * what the target and the freeze leave of the CPU, and it waits at its next frame while an
+ * epoch is encoded (compact_yield). SCHED_IDLE was measured three times and is worse:
  * with it, one freeze in ten during a compaction took 2-4 ms instead of 0.3 ms (the cause was
  * not pinned down; the time went into capturing the stored state, not into the copy). */
 #define COMPACT_NICE 19
@@ -1086,8 +1087,8 @@ static int capture_state(struct rtcr_target *t, struct arena *a, RtcrImg__Stored
 /* ---- the epoch ---------------------------------------------------------------------------- */
 
 /* Encoding at SCHED_IDLE (rtcr_ecu_params.encode_idle): the calling thread's own policy is
- * kept in `prev` and restored by idle_end(), or by idle_check() once the epoch has been
- * encoding for RTCR_ENCODE_IDLE_MAX_MSEC (so a busy ECU delays an epoch, never starves it). */
+ * kept in `policy` and `p` and restored by idle_end(), or by idle_check() once the epoch has
+ * been encoding for RTCR_ENCODE_IDLE_MAX_MSEC (a busy ECU delays an epoch, never starves it). */
 struct idle {
     bool on;              /* the thread runs SCHED_IDLE now */
     bool began;           /* it did at the start */
