@@ -392,17 +392,11 @@ int agent_render_status(const agent_status_t *st, char **ret_json, char **ret_te
     agent_json_key(j, "timer_priority");
     agent_json_uint(j, st->timer_priority > 0 ? (uint64_t)st->timer_priority : 0);
     agent_json_key(j, "timer_refused");
-    if (st->timer_why)
-        agent_json_string(j, st->timer_why);
-    else
-        agent_json_null(j);
+    agent_json_string(j, st->timer_why); /* null when NULL */
     agent_json_key(j, "encode_idle");
     agent_json_bool(j, st->encode_idle);
     agent_json_key(j, "encode_idle_refused");
-    if (st->encode_idle_why)
-        agent_json_string(j, st->encode_idle_why);
-    else
-        agent_json_null(j);
+    agent_json_string(j, st->encode_idle_why);
     agent_json_object_end(j);
 
     uint64_t s = st->uptime_usec / 1000000;

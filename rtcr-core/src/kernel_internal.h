@@ -25,6 +25,8 @@
 
 #include <rtcr/kernel.h>
 
+#include "time_internal.h"
+
 /* badge ids are badge / RTCR_BADGE_STEP; the bitmap is allocated in chunks on first use */
 #define BADGE_IDS         (RTCR_BADGE_RANGE / RTCR_BADGE_STEP)
 #define BADGE_CHUNK_BITS  (1u << 16)
@@ -167,8 +169,6 @@ void kreap(rtcr_kernel_t *k);   /* free what lost its last reference; lock held 
 void kunlock(rtcr_kernel_t *k); /* reaps, then unlocks */
 /* wait on a thread's condition variable until `deadline` (NULL = forever): 0 or ETIMEDOUT */
 int kwait(rtcr_kobj_t *thread, const struct timespec *deadline);
-/* absolute CLOCK_MONOTONIC deadline; false (no deadline) for timeout 0 */
-bool deadline_make(uint64_t timeout_usec, struct timespec *ret_deadline);
 void obj_get(rtcr_kobj_t *o);
 void obj_put(rtcr_kobj_t *o); /* may queue for reaping; never frees directly */
 void obj_teardown(rtcr_kobj_t *o);

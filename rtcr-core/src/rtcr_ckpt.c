@@ -38,6 +38,7 @@
 #include <rtcr/image.h>
 
 #include "ecu_internal.h"
+#include "time_internal.h"
 
 #define DEFAULT_QUIESCE_USEC 500000u
 #define DEFAULT_GRANULARITY  4096u
@@ -129,15 +130,10 @@ static void compact_yield(void *arg)
 {
     struct compactor *k = arg;
     pthread_mutex_lock(&k->hold_lock);
-    if (k->hold) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + RTCR_ENCODE_IDLE_MAX_MSEC * 1000000ull;
-        ts.tv_sec += (time_t)(ns / 1000000000u);
-        ts.tv_nsec = (long)(ns % 1000000000u);
+    struct timespec ts;
+    if (k->hold && deadline_make(RTCR_ENCODE_IDLE_MAX_MSEC * 1000u, &ts))
         while (k->hold && pthread_cond_timedwait(&k->hold_cond, &k->hold_lock, &ts) == 0)
             ;
-    }
     pthread_mutex_unlock(&k->hold_lock);
 }
 
