@@ -1644,12 +1644,20 @@ static void test_compaction_in_background(void **state)
     assert_non_null(j.c);
     assert_int_equal(rtcr_image_count(img), 60);
 
+    unsigned frames = 0; /* the full epoch's encoder reports every frame */
+    rtcr_image_compaction_set_progress(j.c, count_frame, &frames);
     assert_int_equal(pthread_create(&th, NULL, compact_thread, &j), 0);
     copy_epochs(img, c->img, 61, 100); /* meanwhile, the chain grows */
     assert_int_equal(pthread_join(th, NULL), 0);
     if (j.r != 0)
         fail_msg("compaction run: %s", j.err.msg);
     assert_non_null(rtcr_image_compaction_result(j.c));
+    const RtcrImg__PageIndex *cidx = rtcr_epoch_page_index(rtcr_image_compaction_result(j.c));
+    size_t want = 0;
+    for (size_t i = 0; i < cidx->n_dataspaces; i++)
+        want += cidx->dataspaces[i]->n_frame_size;
+    assert_true(want > 0);
+    assert_int_equal(frames, want);
     assert_int_equal(rtcr_image_compaction_run(j.c, &err), -EINVAL); /* once */
 
     /* a chain that does not start with the epochs it read refuses the result */
