@@ -172,6 +172,19 @@ static int finish(agent_json_t **j, text_t *t, char **ret_json, char **ret_text)
     return 0;
 }
 
+/* "encode_usec", "encode_cpu_usec", "encoded_idle", "idle_capped" of an epoch */
+static void json_encode_stats(agent_json_t *j, const agent_epoch_stats_t *e)
+{
+    agent_json_key(j, "encode_usec");
+    agent_json_uint(j, e->encode_usec);
+    agent_json_key(j, "encode_cpu_usec");
+    agent_json_uint(j, e->encode_cpu_usec);
+    agent_json_key(j, "encoded_idle");
+    agent_json_bool(j, e->encoded_idle);
+    agent_json_key(j, "idle_capped");
+    agent_json_bool(j, e->idle_capped);
+}
+
 static void json_last_epoch(agent_json_t *j, const agent_epoch_stats_t *e)
 {
     agent_json_object_begin(j);
@@ -189,8 +202,7 @@ static void json_last_epoch(agent_json_t *j, const agent_epoch_stats_t *e)
     agent_json_uint(j, e->bytes_raw);
     agent_json_key(j, "bytes_stored");
     agent_json_uint(j, e->bytes_stored);
-    agent_json_key(j, "encode_usec");
-    agent_json_uint(j, e->encode_usec);
+    json_encode_stats(j, e);
     agent_json_object_end(j);
 }
 
@@ -459,8 +471,7 @@ int agent_render_checkpoint(const char *target, const agent_epoch_stats_t *s, ch
     agent_json_uint(j, s->bytes_raw);
     agent_json_key(j, "bytes_stored");
     agent_json_uint(j, s->bytes_stored);
-    agent_json_key(j, "encode_usec");
-    agent_json_uint(j, s->encode_usec);
+    json_encode_stats(j, s);
     agent_json_key(j, "write_usec");
     agent_json_uint(j, s->write_usec);
     agent_json_object_end(j);
@@ -479,6 +490,10 @@ int agent_render_checkpoint(const char *target, const agent_epoch_stats_t *s, ch
     tprintf(&t, "  bytes stored:    %llu (%s)\n", (unsigned long long)s->bytes_stored,
             agent_size_string((size_t)s->bytes_stored, b, sizeof(b)));
     tprintf(&t, "  encode:          %s\n", agent_usec_string(s->encode_usec, a, sizeof(a)));
+    tprintf(&t, "  encode CPU:      %s%s\n", agent_usec_string(s->encode_cpu_usec, a, sizeof(a)),
+            !s->encoded_idle ? ""
+            : s->idle_capped ? " (began at idle priority, normal after the cap)"
+                             : " (at idle priority)");
     tprintf(&t, "  write:           %s\n", agent_usec_string(s->write_usec, a, sizeof(a)));
     return finish(&j, &t, ret_json, ret_text);
 }

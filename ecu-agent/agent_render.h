@@ -6,7 +6,7 @@
  *   targets: [{"name", "state", "pid" (int|null), "restarts", "ram_quota", "ram_used",
  *              "failure" (string|null), "last_epoch" (object|null: "epoch", "full",
  *              "freeze_usec", "pages_scanned", "pages_written", "bytes_raw", "bytes_stored",
- *              "encode_usec")}]
+ *              "encode_usec", "encode_cpu_usec", "encoded_idle", "idle_capped")}]
  *   caps:    [{"slot", "type" (task|thread|gate|irq), "badge" (int|null), "rights" ("rws"...),
  *              "stale", "object"}]
  *   log:     ["line", ...]
@@ -15,7 +15,8 @@
  *             "timer_refused" (string|null), "encode_idle", "encode_idle_refused"
  *             (string|null)}
  *   checkpoint: {"target", "epoch", "full", "quiesce_usec", "freeze_usec", "pages_scanned",
- *             "pages_written", "bytes_raw", "bytes_stored", "encode_usec", "write_usec"}
+ *             "pages_written", "bytes_raw", "bytes_stored", "encode_usec", "encode_cpu_usec",
+ *             "encoded_idle", "idle_capped", "write_usec"}
  *   images:  [{"epoch", "kind" (full|incremental), "parent" (int|null), "compacted_from"
  *             (int|null), "bytes", "pages_written", "pages_zero", "freeze_usec",
  *             "encode_usec", "created_usec", "created" (UTC, ISO 8601), "verified",
@@ -45,7 +46,10 @@ typedef struct agent_epoch_stats {
     uint64_t pages_written; /* pages copied into the epoch */
     uint64_t bytes_raw;     /* page bytes before compression */
     uint64_t bytes_stored;  /* epoch bytes after compression and framing */
-    uint64_t encode_usec;   /* compress + hash + frame, while the target runs */
+    uint64_t encode_usec;   /* compress + hash + frame, while the target runs (wall time) */
+    uint64_t encode_cpu_usec; /* CPU time the encoding thread spent on it */
+    bool encoded_idle;      /* the encoding began at SCHED_IDLE */
+    bool idle_capped;       /* and went back to normal scheduling at the cap */
     uint64_t write_usec;    /* writing the epoch file */
 } agent_epoch_stats_t;
 

@@ -200,6 +200,9 @@ static agent_epoch_stats_t stats_of(const rtcr_epoch_stats_t *s)
         .bytes_raw = s->bytes_raw,
         .bytes_stored = s->bytes_stored,
         .encode_usec = s->encode_usec,
+        .encode_cpu_usec = s->encode_cpu_usec,
+        .encoded_idle = s->encoded_idle,
+        .idle_capped = s->idle_capped,
         .write_usec = s->write_usec,
     };
 }

@@ -371,5 +371,7 @@ int svc_irq_fire(struct rtcr_target *t, unsigned line);
 void ecu_timer_kick(struct rtcr_ecu *ecu);
 
 uint64_t now_usec(void);
+/* CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID) in microseconds. */
+uint64_t thread_cpu_usec(void);
 
 #endif

@@ -1207,7 +1207,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     const char *mode = t->dirty ? rtcr_dirty_mode_name(rtcr_dirty_mode(t->dirty)) : NULL;
     pthread_mutex_unlock(&t->lock);
     thaw(t); /* the pause ends here: encoding runs while the target runs */
-    uint64_t t2 = now_usec();
+    uint64_t t2 = now_usec(), c2 = thread_cpu_usec();
     stats.freeze_usec = t2 - t1;
     struct idle id;
     idle_begin(&id, t->ecu); /* until the epoch is encoded */
@@ -1254,6 +1254,7 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     idle_end(&id); /* the file write and what follows run at the thread's own policy */
     uint64_t t3 = now_usec();
     stats.encode_usec = t3 - t2;
+    stats.encode_cpu_usec = thread_cpu_usec() - c2;
     if (r >= 0 && t->ckpt.state_dir) {
         if ((r = rtcr_image_write_epoch_file(t->ckpt.state_dir, t->name, buf, len, &ierr)) < 0)
             set_err(err, errsz, "epoch %" PRIu64 " of '%s' not written: %s", epoch, t->name,

@@ -82,14 +82,19 @@ ckpt_epoch=$(jq -r .epoch <<<"$ckpt")
 check "checkpoint --json: epoch 1, full, with every statistic" \
     jq_true "$ckpt" '.target == "brake" and .epoch == 1 and .full == true and
                      all(.quiesce_usec, .freeze_usec, .pages_scanned, .pages_written, .bytes_raw,
-                         .bytes_stored, .encode_usec, .write_usec; type == "number") and
+                         .bytes_stored, .encode_usec, .encode_cpu_usec, .write_usec;
+                         type == "number") and
+                     all(.encoded_idle, .idle_capped; type == "boolean") and
+                     .encode_cpu_usec <= .encode_usec + 2 and
                      .pages_written > 0 and .bytes_stored > 0'
 text=$(ctl ecu1 checkpoint brake)
 check "checkpoint text: second epoch is incremental, CRIU-style statistics" \
     all_match "$text" "^checkpoint of 'brake': epoch 2 \(incremental\)$" \
     '^  quiesce: +[0-9.]+(us|ms)$' '^  freeze \(pause\): +[0-9.]+(us|ms)$' \
     '^  pages scanned: +[0-9]+$' '^  pages written: +[0-9]+$' '^  bytes raw: +[0-9]+ ' \
-    '^  bytes stored: +[0-9]+ ' '^  encode: +[0-9.]+(us|ms)$' '^  write: +[0-9.]+(us|ms)$'
+    '^  bytes stored: +[0-9]+ ' '^  encode: +[0-9.]+(us|ms)$' \
+    '^  encode CPU: +[0-9.]+(us|ms)( \((at|began at) idle priority[a-z ,]*\))?$' \
+    '^  write: +[0-9.]+(us|ms)$'
 check "epoch files are written to STATE_DIR/brake/" \
     test -s "$TEST_TMP/ecu1/state/brake/epoch-00000002.rtcr"
 check_eq "the per-target state dir is mode 0750" 750 "$(stat -c %a "$TEST_TMP/ecu1/state/brake")"
@@ -108,7 +113,8 @@ check "targets --json: last_epoch of brake with its statistics, null for logger"
     jq_true "$json" '(.[] | select(.name == "brake") | .last_epoch |
                       .epoch == $e and .full == false and
                       all(.freeze_usec, .pages_scanned, .pages_written, .bytes_raw,
-                          .bytes_stored, .encode_usec; type == "number"))
+                          .bytes_stored, .encode_usec, .encode_cpu_usec; type == "number") and
+                      (.encoded_idle | type == "boolean"))
                      and (.[] | select(.name == "logger") | .last_epoch == null)' \
     --argjson e "$ckpt_epoch"
 check "targets text: LAST EPOCH column (epoch N pause Xus N pages)" \

@@ -28,6 +28,8 @@ static void test_targets(void **state)
                                       .bytes_raw = 12288,
                                       .bytes_stored = 1876,
                                       .encode_usec = 55,
+                                      .encode_cpu_usec = 41,
+                                      .encoded_idle = true,
                                       .write_usec = 400};
     agent_target_row_t rows[] = {
         {.name = "brake",
@@ -69,7 +71,8 @@ static void test_targets(void **state)
                         "\"ram_quota\":16777216,\"ram_used\":1572864,\"failure\":null,"
                         "\"last_epoch\":{\"epoch\":42,\"full\":false,\"freeze_usec\":180,"
                         "\"pages_scanned\":4096,\"pages_written\":3,\"bytes_raw\":12288,"
-                        "\"bytes_stored\":1876,\"encode_usec\":55}},"
+                        "\"bytes_stored\":1876,\"encode_usec\":55,\"encode_cpu_usec\":41,"
+                        "\"encoded_idle\":true,\"idle_capped\":false}},"
                         "{\"name\":\"logger\",\"state\":\"failed\",\"pid\":null,\"restarts\":0,"
                         "\"ram_quota\":8388608,\"ram_used\":0,"
                         "\"failure\":\"killed by signal 9 (Killed)\",\"last_epoch\":null}]");
@@ -203,6 +206,7 @@ static void test_checkpoint(void **state)
                              .bytes_raw = 212992,
                              .bytes_stored = 1797,
                              .encode_usec = 95,
+                             .encode_cpu_usec = 90,
                              .write_usec = 1250000};
     char *json = NULL, *text = NULL;
     assert_int_equal(agent_render_checkpoint("brake", &s, &json, &text), 0);
@@ -210,7 +214,9 @@ static void test_checkpoint(void **state)
                               "\"quiesce_usec\":210,\"freeze_usec\":3200,"
                               "\"pages_scanned\":4112,\"pages_written\":52,"
                               "\"bytes_raw\":212992,\"bytes_stored\":1797,"
-                              "\"encode_usec\":95,\"write_usec\":1250000}");
+                              "\"encode_usec\":95,\"encode_cpu_usec\":90,"
+                              "\"encoded_idle\":false,\"idle_capped\":false,"
+                              "\"write_usec\":1250000}");
     assert_string_equal(text, "checkpoint of 'brake': epoch 17 (full)\n"
                               "  quiesce:         210us\n"
                               "  freeze (pause):  3.2ms\n"
@@ -219,7 +225,23 @@ static void test_checkpoint(void **state)
                               "  bytes raw:       212992 (208K)\n"
                               "  bytes stored:    1797 (1.8K)\n"
                               "  encode:          95us\n"
+                              "  encode CPU:      90us\n"
                               "  write:           1.25s\n");
+    free(json);
+    free(text);
+
+    /* encoded at SCHED_IDLE: said in text and JSON, and when the cap ended it */
+    s.encoded_idle = true;
+    assert_int_equal(agent_render_checkpoint("brake", &s, &json, &text), 0);
+    assert_non_null(strstr(json, "\"encoded_idle\":true,\"idle_capped\":false,"));
+    assert_non_null(strstr(text, "\n  encode CPU:      90us (at idle priority)\n"));
+    free(json);
+    free(text);
+    s.idle_capped = true;
+    assert_int_equal(agent_render_checkpoint("brake", &s, &json, &text), 0);
+    assert_non_null(strstr(json, "\"encoded_idle\":true,\"idle_capped\":true,"));
+    assert_non_null(strstr(
+        text, "\n  encode CPU:      90us (began at idle priority, normal after the cap)\n"));
     free(json);
     free(text);
 }

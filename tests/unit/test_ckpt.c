@@ -513,6 +513,10 @@ static void test_encode_idle(void **state)
         assert_int_equal(rtcr_target_checkpoint(t, &st, err, sizeof(err)), 0);
         assert_int_equal(st.encoded_idle, idle);
         assert_int_equal(sched_getscheduler(0), SCHED_OTHER);
+        /* the thread's CPU time for the encoding: some, never more than the wall time */
+        assert_true(st.encode_cpu_usec <= st.encode_usec + 2);
+        if (st.full)
+            assert_true(st.encode_cpu_usec > 0);
     }
     struct sched_param zero = {0};
     assert_int_equal(pthread_setschedparam(pthread_self(), SCHED_BATCH, &zero), 0);

@@ -182,7 +182,9 @@ typedef struct rtcr_epoch_stats {
     uint64_t pages_written;  /* pages copied into the epoch */
     uint64_t bytes_raw;      /* page bytes before compression */
     uint64_t bytes_stored;   /* epoch bytes after compression and framing */
-    uint64_t encode_usec;    /* compress + hash + frame, while the target runs */
+    uint64_t encode_usec;    /* compress + hash + frame, while the target runs (wall time) */
+    uint64_t encode_cpu_usec; /* CPU time the encoding thread spent on it: encode_usec less
+                                 the time it was preempted (at SCHED_IDLE, by every thread) */
     uint64_t write_usec;     /* writing the epoch file (0 without a state dir) */
     bool recycled;           /* written into the container of an epoch compaction dropped */
     bool compact_started;    /* chain longer than max_chain: compaction started (background) */
