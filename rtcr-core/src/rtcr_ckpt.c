@@ -101,9 +101,11 @@ void ckpt_incarnation_end(struct rtcr_target *t)
  * (t->compact_mem) while the chain still starts with the full epoch it made: the next
  * compaction then decodes only the epochs since onto it instead of the whole chain into fresh
  * buffers (64 MiB, 1 MiB per epoch: 30-65 ms instead of 60-150 ms of CPU), at the price of one
- * more copy of the target's memory between compactions. The thread runs at nice 19, at
- * SCHED_IDLE between checkpoints (compact_sched), and it waits at its next frame while an
- * epoch is encoded (compact_yield). */
+ * more copy of the target's memory between compactions. The thread runs at nice 19: it takes
+ * what the target and the freeze leave of the CPU, and it waits at its next frame while an
+ * epoch is encoded (compact_yield). SCHED_IDLE was measured three times and is worse:
+ * with it, one freeze in ten during a compaction took 2-4 ms instead of 0.3 ms (the cause was
+ * not pinned down; the time went into capturing the stored state, not into the copy). */
 #define COMPACT_NICE 19
 struct compactor {
     pthread_t thread;           /* running compact_main */
@@ -117,8 +119,6 @@ struct compactor {
     pthread_mutex_t hold_lock;  /* protects hold */
     pthread_cond_t hold_cond;   /* signalled when hold ends */
     bool hold;                  /* an epoch is being encoded: pause at the next frame */
-    bool may_idle;              /* it may run at SCHED_IDLE (rtcr_ecu_params.encode_idle) */
-    bool idle;                  /* it runs at SCHED_IDLE now (only the owner switches it) */
     uint64_t usec;              /* how long it ran */
     rtcr_image_err_t err;       /* what failed */
 };
@@ -135,25 +135,6 @@ static void compact_yield(void *arg)
         while (k->hold && pthread_cond_timedwait(&k->hold_cond, &k->hold_lock, &ts) == 0)
             ;
     pthread_mutex_unlock(&k->hold_lock);
-}
-
-/* Between checkpoints the compaction runs at SCHED_IDLE (when the ECU encodes at idle): a
- * target thread that wakes takes the CPU from it at once. Nice 19 alone does not give that:
- * with autogroups the agent's group and a target's group share a CPU equally, whatever the
- * nice values inside them, and one compaction of a 64 MiB target is ~0.1 s of CPU. From the
- * start of a checkpoint to its end, and whenever the checkpoint waits for it, it runs at
- * SCHED_OTHER (nice 19) instead, so that it never holds something the checkpoint needs while
- * it gets no CPU: at SCHED_IDLE throughout, one freeze in ten during a compaction took 2-4 ms
- * instead of 0.3 ms, in capturing the stored state (a malloc arena or the agent's mmap_lock
- * are suspected; not pinned down). */
-static void compact_sched(struct rtcr_target *t, bool idle)
-{
-    static const struct sched_param zero = {0};
-    struct compactor *k = t->compactor;
-    if (!k || !k->may_idle || k->idle == idle)
-        return;
-    if (pthread_setschedparam(k->thread, idle ? SCHED_IDLE : SCHED_OTHER, &zero) == 0)
-        k->idle = idle; /* SCHED_OTHER keeps the thread's nice value (COMPACT_NICE) */
 }
 
 /* Pause (on) or resume the running compaction of t, if any. */
@@ -226,14 +207,12 @@ static int compact_start(struct rtcr_target *t)
     pthread_cond_init(&k->hold_cond, &ca);
     pthread_condattr_destroy(&ca);
     rtcr_image_compaction_set_progress(k->c, compact_yield, k);
-    k->may_idle = t->ecu->encode_idle;
     if ((r = -pthread_create(&k->thread, NULL, compact_main, k)) < 0) {
         pthread_cond_destroy(&k->hold_cond);
         pthread_mutex_destroy(&k->hold_lock);
         goto fail;
     }
     t->compactor = k;
-    compact_sched(t, true);
     return 0;
 fail:
     rtcr_image_compaction_destroy(&k->c);
@@ -265,7 +244,6 @@ static uint64_t compact_finish(struct rtcr_target *t, bool wait, bool commit,
     if (!k || (!wait && !atomic_load(&k->done)))
         return 0;
     pid_t tid = __atomic_load_n(&k->tid, __ATOMIC_ACQUIRE);
-    compact_sched(t, false);
     if (!atomic_load(&k->done) && tid > 0)
         setpriority(PRIO_PROCESS, (id_t)tid, 0); /* needs CAP_SYS_NICE; best effort */
     compact_hold(t, false);
@@ -1184,12 +1162,9 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
         return -EAGAIN;
     }
     uint64_t t0 = now_usec();
-    compact_sched(t, false); /* until this checkpoint returns */
     r = quiesce(t, err, errsz);
-    if (r < 0) {
-        compact_sched(t, true);
+    if (r < 0)
         return r;
-    }
     uint64_t t1 = now_usec();
     stats.quiesce_usec = t1 - t0;
 
@@ -1318,7 +1293,6 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
         t->incarnation_has_epoch = false;
         pthread_mutex_unlock(&t->lock);
         standby_invalidate(t, "a checkpoint failed");
-        compact_sched(t, true);
         return r;
     }
     /* the hot standby follows the epoch just added: a memcpy of the staged runs */
@@ -1353,7 +1327,6 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
     t->last_stats = stats;
     t->have_stats = true;
     pthread_mutex_unlock(&t->lock);
-    compact_sched(t, true);
     if (ret_stats)
         *ret_stats = stats;
     return 0;

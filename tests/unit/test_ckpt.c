@@ -5,16 +5,16 @@
  * foreign images, quota, restore on another ECU, and a target that does not quiesce. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -539,77 +539,6 @@ static void test_encode_idle(void **state)
     rtcr_ecu_destroy(&ecu);
 }
 
-/* The scheduling policy of this process's nice-19 threads (the background compaction is the
- * only one): *ret_policy gets the policy of the last one found; returns how many there are. */
-static int nice19_threads(int *ret_policy)
-{
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-    assert_non_null(d);
-    while ((e = readdir(d))) {
-        pid_t tid = (pid_t)atoi(e->d_name);
-        if (tid <= 0)
-            continue;
-        errno = 0;
-        int nice = getpriority(PRIO_PROCESS, (id_t)tid);
-        int policy = sched_getscheduler(tid);
-        if (errno == 0 && nice == 19 && policy >= 0) {
-            *ret_policy = policy;
-            n++;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
-/* With encode_idle the background compaction runs at SCHED_IDLE between checkpoints (a target
- * thread takes the CPU from it at once, across autogroups); without it at SCHED_OTHER, nice 19.
- * Either way it keeps its nice value, it goes on while checkpoints come and commits, and
- * waiting for it leaves no such thread. memwriter: 64 MiB, 1 MiB written every 10 ms, so one
- * compaction takes tens of milliseconds, long enough to be seen running. */
-static void test_compaction_sched(void **state)
-{
-    (void)state;
-    for (int asked = 1; asked >= 0; asked--) {
-        rtcr_ecu_params_t p = {
-            .name = "ecu-csched", .ram_total = 1u << 30, .log_lines = 100, .encode_idle = asked};
-        rtcr_ecu_t *ecu = NULL;
-        assert_int_equal(rtcr_ecu_new(&p, &ecu), 0);
-        const char *why = NULL;
-        bool idle = rtcr_ecu_encode_idle(ecu, &why);
-        assert_true(idle || !asked || why);
-        rtcr_target_t *t = add(ecu, "mw", tu_target_path("memwriter"), 80u << 20, NULL);
-        rtcr_ckpt_params_t cp = {
-            .dirty_mode = -1, .granularity = 4096, .quiesce_timeout_usec = 3000000, .max_chain = 2};
-        assert_int_equal(rtcr_target_set_ckpt_params(t, &cp), 0);
-        assert_int_equal(rtcr_target_start(t), 0);
-        char err[256] = "";
-        rtcr_epoch_stats_t st;
-        int r, tries = 0;
-        while ((r = rtcr_target_checkpoint(t, &st, err, sizeof(err))) == -EAGAIN && tries++ < 500)
-            tu_sleep_ms(10); /* construct: filling 64 MiB */
-        assert_int_equal(r, 0);
-        unsigned seen = 0, commits = 0;
-        for (int i = 0; i < 40 && (seen < 3 || commits < 1); i++) {
-            tu_sleep_ms(10);
-            assert_int_equal(rtcr_target_checkpoint(t, &st, err, sizeof(err)), 0);
-            commits += st.compacted_upto != 0;
-            int policy = -1;
-            if (nice19_threads(&policy) == 1) {
-                assert_int_equal(policy, idle ? SCHED_IDLE : SCHED_OTHER);
-                seen++;
-            }
-        }
-        assert_true(seen >= 1);
-        assert_true(commits >= 1);
-        rtcr_target_compact_wait(t);
-        int policy;
-        assert_int_equal(nice19_threads(&policy), 0);
-        rtcr_ecu_destroy(&ecu);
-    }
-}
-
 static void test_not_running(void **state)
 {
     struct fx *f = *state;
@@ -771,7 +700,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_running, setup, teardown),
         cmocka_unit_test(test_quiesce_timeout),
         cmocka_unit_test(test_encode_idle),
-        cmocka_unit_test(test_compaction_sched),
         cmocka_unit_test_setup_teardown(test_logger_continues_after_restore, logger_setup,
                                         logger_teardown),
         cmocka_unit_test_setup_teardown(test_logger_continues_after_standby_restore, logger_setup,
