@@ -522,6 +522,34 @@ static double run_builder(void *p)
     return dt;
 }
 
+/* The page bytes of ep into *e, and c set up to compress them in frames of the image's size
+ * (with a decompression target when `dec`). Free with lz4_on_epoch_free(). */
+static void lz4_on_epoch(const rtcr_epoch_t *ep, bool dec, struct epoch_bytes *e, struct lz4_ctx *c)
+{
+    rtcr_image_err_t ierr = {{0}};
+    *e = (struct epoch_bytes){0};
+    int r = rtcr_epoch_foreach_pages(ep, grab_pages, e, &ierr);
+    if (r < 0)
+        die("reading epoch pages: %s %s", strerror(-r), ierr.msg);
+    size_t frames = (e->len + RTCR_IMAGE_FRAME_SIZE - 1) / RTCR_IMAGE_FRAME_SIZE;
+    *c = (struct lz4_ctx){
+        .e = e, .out_cap = (size_t)LZ4_compressBound(RTCR_IMAGE_FRAME_SIZE), .n_frames = frames};
+    c->out = malloc(c->out_cap * (frames ? frames : 1));
+    c->clen = calloc(frames ? frames : 1, sizeof(*c->clen));
+    c->dec = dec ? malloc(e->len ? e->len : 1) : NULL;
+    if (!c->out || !c->clen || (dec && !c->dec))
+        die("out of memory");
+}
+
+static void lz4_on_epoch_free(struct epoch_bytes *e, struct lz4_ctx *c)
+{
+    free(c->out);
+    free(c->clen);
+    free(c->dec);
+    free(e->buf);
+    free(e->runs);
+}
+
 /* Raw speeds on the bytes of the newest epoch of t. */
 static struct enc_result encoding_on_epoch(rtcr_target_t *t)
 {
@@ -530,19 +558,9 @@ static struct enc_result encoding_on_epoch(rtcr_target_t *t)
     const rtcr_epoch_t *ep = img ? rtcr_image_epoch(img, rtcr_image_last(img)) : NULL;
     if (!ep)
         die("no epoch to analyse");
-    struct epoch_bytes e = {0};
-    rtcr_image_err_t ierr = {{0}};
-    int r = rtcr_epoch_foreach_pages(ep, grab_pages, &e, &ierr);
-    if (r < 0)
-        die("reading epoch pages: %s %s", strerror(-r), ierr.msg);
-    size_t frames = (e.len + RTCR_IMAGE_FRAME_SIZE - 1) / RTCR_IMAGE_FRAME_SIZE;
-    struct lz4_ctx c = {
-        .e = &e, .out_cap = (size_t)LZ4_compressBound(RTCR_IMAGE_FRAME_SIZE), .n_frames = frames};
-    c.out = malloc(c.out_cap * (frames ? frames : 1));
-    c.clen = calloc(frames ? frames : 1, sizeof(*c.clen));
-    c.dec = malloc(e.len ? e.len : 1);
-    if (!c.out || !c.clen || !c.dec)
-        die("out of memory");
+    struct epoch_bytes e;
+    struct lz4_ctx c;
+    lz4_on_epoch(ep, true, &e, &c);
     int reps = e.len >= 8 * MIB ? 3 : 10;
     res.bytes = e.len;
     res.lz4_bps = (double)e.len / best_of(reps, run_lz4, &c) * 1e9;
@@ -551,11 +569,7 @@ static struct enc_result encoding_on_epoch(rtcr_target_t *t)
     res.xxh_bps = (double)e.len / best_of(reps, run_xxh, &e) * 1e9;
     struct builder_ctx bc = {ep, &e};
     res.builder_bps = (double)e.len / best_of(reps, run_builder, &bc) * 1e9;
-    free(c.out);
-    free(c.clen);
-    free(c.dec);
-    free(e.buf);
-    free(e.runs);
+    lz4_on_epoch_free(&e, &c);
     return res;
 }
 
@@ -570,28 +584,16 @@ static uint64_t encoding_pair(rtcr_target_t *t, const rtcr_epoch_stats_t *st)
     const rtcr_epoch_t *ep = img ? rtcr_image_epoch(img, st->epoch) : NULL;
     if (!ep || !st->encode_cpu_usec)
         return 0;
-    struct epoch_bytes e = {0};
-    rtcr_image_err_t ierr = {{0}};
-    int r = rtcr_epoch_foreach_pages(ep, grab_pages, &e, &ierr);
-    if (r < 0)
-        die("reading epoch pages: %s %s", strerror(-r), ierr.msg);
-    size_t frames = (e.len + RTCR_IMAGE_FRAME_SIZE - 1) / RTCR_IMAGE_FRAME_SIZE;
-    struct lz4_ctx c = {
-        .e = &e, .out_cap = (size_t)LZ4_compressBound(RTCR_IMAGE_FRAME_SIZE), .n_frames = frames};
-    c.out = malloc(c.out_cap * (frames ? frames : 1));
-    c.clen = calloc(frames ? frames : 1, sizeof(*c.clen));
-    if (!c.out || !c.clen)
-        die("out of memory");
+    struct epoch_bytes e;
+    struct lz4_ctx c;
+    lz4_on_epoch(ep, false, &e, &c);
     uint64_t ratio = 0;
     if (e.len) {
         double lz4_bps = (double)e.len / run_lz4(&c) * 1e9;
         double ckpt_bps = (double)st->bytes_raw / (double)st->encode_cpu_usec * 1e6;
         ratio = (uint64_t)(ckpt_bps / lz4_bps * 10000.0 + 0.5);
     }
-    free(c.out);
-    free(c.clen);
-    free(e.buf);
-    free(e.runs);
+    lz4_on_epoch_free(&e, &c);
     return ratio;
 }
 
