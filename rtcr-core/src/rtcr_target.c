@@ -54,19 +54,23 @@ extern char **environ;
 #define POOL_SLACK (1u << 20) /* pool bytes beyond quota and ROM content */
 #define PAGE_SZ 4096u
 
-uint64_t now_usec(void)
+/* clock `id` in microseconds (0 if it cannot be read) */
+static uint64_t clock_usec(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (clock_gettime(id, &ts) != 0)
+        return 0;
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t now_usec(void)
+{
+    return clock_usec(CLOCK_MONOTONIC);
 }
 
 uint64_t thread_cpu_usec(void)
 {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
-        return 0;
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return clock_usec(CLOCK_THREAD_CPUTIME_ID);
 }
 
 void target_emit(struct rtcr_target *t, enum rtcr_ecu_event ev, const char *detail)
