@@ -436,8 +436,11 @@ static void handle_event(agent_t *a, const record_t *rec)
         if (ts)
             ckpt_timer_end(a, ts);
         if (t && rtcr_target_state(t) == RTCR_TARGET_FAILED) {
-            const char *why = rec->text[0] ? rec->text : rtcr_target_failure(t);
-            log_error("target '%s' failed: %s", rec->target, why ? why : "unknown reason");
+            char why[RTCR_FAILURE_MAX] = "";
+            if (!rec->text[0])
+                rtcr_target_failure(t, why, sizeof(why));
+            const char *text = rec->text[0] ? rec->text : why;
+            log_error("target '%s' failed: %s", rec->target, text[0] ? text : "unknown reason");
             if (ts)
                 on_crash(ts);
         } else {
@@ -582,8 +585,9 @@ static int collect_target(void *ctx, rtcr_target_t *t)
         l->cap = cap;
     }
     enum rtcr_target_state s = rtcr_target_state(t);
-    const char *failure = s == RTCR_TARGET_FAILED ? rtcr_target_failure(t) : NULL;
-    l->failures[l->n] = failure ? strdup(failure) : NULL;
+    char failure[RTCR_FAILURE_MAX];
+    bool failed = s == RTCR_TARGET_FAILED && rtcr_target_failure(t, failure, sizeof(failure)) > 0;
+    l->failures[l->n] = failed ? strdup(failure) : NULL;
     rtcr_epoch_stats_t es;
     l->has_stats[l->n] = rtcr_target_last_stats(t, &es) == 0;
     if (l->has_stats[l->n])

@@ -164,7 +164,7 @@ struct rtcr_target {
     enum rtcr_target_state state;  /* see rtcr_target_state_name() */
     pid_t pid;                     /* process, 0 if none */
     int exit_status;               /* last exit: code or -signal */
-    char failure[160];             /* failure text */
+    char failure[RTCR_FAILURE_MAX]; /* failure text */
     bool stopping;                 /* a stop was requested: exit is not a failure */
     uint64_t started_usec;         /* monotonic start time */
     unsigned restarts;             /* starts after the first */

@@ -440,9 +440,14 @@ int rtcr_target_exit_status(const rtcr_target_t *t)
     return t->exit_status;
 }
 
-const char *rtcr_target_failure(const rtcr_target_t *t)
+size_t rtcr_target_failure(rtcr_target_t *t, char *ret_buf, size_t size)
 {
-    return t->failure[0] ? t->failure : NULL;
+    pthread_mutex_lock(&t->lock);
+    size_t n = strlen(t->failure);
+    if (ret_buf && size)
+        snprintf(ret_buf, size, "%s", t->failure);
+    pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 uint64_t rtcr_target_started_usec(const rtcr_target_t *t)

@@ -87,6 +87,17 @@ static void die(const char *fmt, ...)
     exit(1);
 }
 
+/* The failure text of t, by value (for die's arguments). */
+struct failure_text {
+    char s[RTCR_FAILURE_MAX]; /* "" if none */
+};
+static struct failure_text failure_of(rtcr_target_t *t)
+{
+    struct failure_text f;
+    rtcr_target_failure(t, f.s, sizeof(f.s));
+    return f;
+}
+
 /* Nearest-rank percentile p (0..1) of n integer samples, via bench_util's statistics. Sorts v
  * (ascending), so v[n - 1] is the maximum afterwards. */
 static uint64_t pct(uint64_t *v, size_t n, double p)
@@ -318,7 +329,7 @@ static rtcr_target_t *mw_start(struct ckb *b, const char *name, size_t mem, cons
     pthread_mutex_unlock(&b->lock);
     if (!ok || rtcr_target_state(t) != RTCR_TARGET_RUNNING)
         die("%s did not start (state %s: %s)", name, rtcr_target_state_name(rtcr_target_state(t)),
-            rtcr_target_failure(t));
+            failure_of(t).s);
     return t;
 }
 
@@ -1003,7 +1014,7 @@ static struct restore restore_bench(struct ckb *b, bool standby)
         pthread_mutex_unlock(&b->lock);
         if (!ok || rtcr_target_state(t) != RTCR_TARGET_RUNNING)
             die("restored target did not run (state %s: %s)",
-                rtcr_target_state_name(rtcr_target_state(t)), rtcr_target_failure(t));
+                rtcr_target_state_name(rtcr_target_state(t)), failure_of(t).s);
         until[run] = (ts - t0) / 1000u;
         call[run] = (t1 - t0) / 1000u;
         rtcr_target_standby_info(t, &si);

@@ -84,7 +84,14 @@ static void test_brake_runs(void **state)
     assert_int_equal(rtcr_target_kill(t), 0);
     assert_true(tu_wait_state(ecu, t, RTCR_TARGET_FAILED, 2000));
     assert_int_equal(rtcr_target_exit_status(t), -SIGKILL);
-    assert_non_null(strstr(rtcr_target_failure(t), "signal 9"));
+    char why[RTCR_FAILURE_MAX];
+    size_t n = rtcr_target_failure(t, why, sizeof(why));
+    assert_int_equal(n, strlen(why));
+    assert_non_null(strstr(why, "killed by signal 9"));
+    char small[8];
+    assert_int_equal(rtcr_target_failure(t, small, sizeof(small)), n); /* truncated */
+    assert_int_equal(strlen(small), sizeof(small) - 1);
+    assert_int_equal(rtcr_target_failure(t, NULL, 0), n);
     assert_int_equal(kill(pid, 0), -1);
     assert_int_equal(rtcr_target_kill(t), -ESRCH);
 

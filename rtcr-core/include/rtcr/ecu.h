@@ -131,9 +131,13 @@ enum rtcr_target_state rtcr_target_state(const rtcr_target_t *t);
 pid_t rtcr_target_pid(const rtcr_target_t *t); /* 0 if not running */
 /* How the last process ended: exit code (>= 0) or -signal; 0 if it never ended. */
 int rtcr_target_exit_status(const rtcr_target_t *t);
-/* Text for FAILED: "exited with status 3", "killed by signal 9 (Killed)", or the reason the
- * runtime killed it. Borrowed until the next state change. */
-const char *rtcr_target_failure(const rtcr_target_t *t);
+/* Copy the text for FAILED ("exited with status 3", "killed by signal 9 (Killed)", "stopped",
+ * or the reason the runtime killed it) into ret_buf (size bytes, NUL-terminated, truncated to
+ * fit). Taken under the target's lock, so any thread may call it while the state changes.
+ * Returns the length of the text, 0 if there is none (ret_buf is then ""); size 0 or ret_buf
+ * NULL only returns the length. */
+size_t rtcr_target_failure(rtcr_target_t *t, char *ret_buf, size_t size);
+#define RTCR_FAILURE_MAX 160 /* bytes a failure text takes at most, with its NUL */
 uint64_t rtcr_target_started_usec(const rtcr_target_t *t); /* monotonic, 0 if never */
 unsigned rtcr_target_restarts(const rtcr_target_t *t);
 rtcr_kobj_t *rtcr_target_task(rtcr_target_t *t); /* borrowed; NULL when not running */
