@@ -24,6 +24,8 @@
 #include <rtcr/rpc.h>
 #include <rtcr/utcb.h>
 
+#include "sync_internal.h"
+
 #define NAME_MAX_LEN 64
 
 enum obj_kind {

@@ -25,6 +25,7 @@
 
 #include <rtcr/kernel.h>
 
+#include "sync_internal.h"
 #include "time_internal.h"
 
 /* badge ids are badge / RTCR_BADGE_STEP; the bitmap is allocated in chunks on first use */

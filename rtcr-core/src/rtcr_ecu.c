@@ -124,8 +124,8 @@ int rtcr_ecu_new(const rtcr_ecu_params_t *params, rtcr_ecu_t **ret_ecu)
         free(ecu);
         return -ENOMEM;
     }
-    pthread_mutex_init(&ecu->lock, NULL);
-    pthread_mutex_init(&ecu->timer_lock, NULL);
+    pi_mutex_init(&ecu->lock); /* both, and each target's lock: see sync_internal.h */
+    pi_mutex_init(&ecu->timer_lock);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -267,7 +267,7 @@ int rtcr_ecu_add_target(rtcr_ecu_t *ecu, const rtcr_target_spec_t *spec,
     if (!t)
         return -ENOMEM;
     t->ecu = ecu;
-    pthread_mutex_init(&t->lock, NULL);
+    pi_mutex_init(&t->lock);
     snprintf(t->name, sizeof(t->name), "%s", spec->name);
     t->binary = strdup(spec->binary);
     t->ram_quota = spec->ram_quota;

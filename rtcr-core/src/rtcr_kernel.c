@@ -56,7 +56,7 @@ rtcr_kernel_t *rtcr_kernel_new(void)
     rtcr_kernel_t *k = calloc(1, sizeof(*k));
     if (!k)
         return NULL;
-    if (pthread_mutex_init(&k->lock, NULL) != 0) {
+    if (pi_mutex_init(&k->lock) < 0) {
         free(k);
         return NULL;
     }

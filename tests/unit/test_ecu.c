@@ -172,6 +172,46 @@ static int fifo_threads(int prio)
     return n;
 }
 
+/* The scheduling priority of the calling thread as the kernel has it now, boosts included
+ * (field 18 of /proc/thread-self/stat: 20 + nice for normal threads, -1 - prio for SCHED_FIFO). */
+static long own_priority(void)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/thread-self/stat", "re");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    assert_non_null(p);
+    long v = 0;
+    for (int field = 2; field <= 18 && p; field++) { /* p is at the end of field 2 (comm) */
+        p = strchr(p + 1, ' ');
+        if (p && field == 17)
+            v = strtol(p + 1, NULL, 10);
+    }
+    assert_non_null(p);
+    return v;
+}
+
+/* Hold `m` until the ECU's SCHED_FIFO `prio` timer thread waits for it: priority inheritance
+ * must raise this (normal) thread to the waiter's priority, and drop it again on unlock. */
+static void expect_inherited(pthread_mutex_t *m, int prio)
+{
+    long base = own_priority();
+    assert_true(base >= 0); /* a normal thread */
+    pthread_mutex_lock(m);
+    long boosted = base;
+    for (int i = 0; i < 400 && boosted == base; i++) { /* the timer runs every few ms */
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+        boosted = own_priority();
+    }
+    pthread_mutex_unlock(m);
+    assert_int_equal(boosted, -1 - prio);
+    assert_int_equal(own_priority(), base);
+}
+
 static void test_timer_priority(void **state)
 {
     (void)state;
@@ -197,6 +237,10 @@ static void test_timer_priority(void **state)
     assert_int_equal(rtcr_ecu_add_target(ecu, &spec, &t), 0);
     assert_int_equal(rtcr_target_start(t), 0);
     assert_true(tu_wait_tick(t, 5, 0, 5000) >= 5);
+    if (prio == 7) { /* the locks the timer thread takes pass its priority on to their holder */
+        expect_inherited(&ecu->lock, 7);
+        expect_inherited(&t->lock, 7);
+    }
     rtcr_ecu_destroy(&ecu);
     assert_int_equal(fifo_threads(7), 0);
 
