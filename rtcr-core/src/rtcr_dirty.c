@@ -57,6 +57,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "time_internal.h"
+
 /* ---- kernel interface missing from older headers (values from the Linux 6.7 uapi) ---------- */
 
 #ifndef UFFD_USER_MODE_ONLY
@@ -236,9 +238,7 @@ struct rtcr_dirty {
 
 static uint64_t now_usec(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return clock_usec(CLOCK_MONOTONIC);
 }
 
 static void close_fd(int *fd)

@@ -38,6 +38,7 @@
 #include <rtcr/kernel.h>
 
 #include "rtcr_image_int.h"
+#include "time_internal.h"
 
 #define N_SECTIONS_WRITTEN 4u
 /* where the DATA section starts in what the writer produces: right after the section table */
@@ -59,10 +60,7 @@ void rtcr_image__err(rtcr_image_err_t *err, const char *fmt, ...)
 
 uint64_t rtcr_image__now_usec(bool realtime)
 {
-    struct timespec ts;
-
-    clock_gettime(realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return clock_usec(realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC);
 }
 
 bool rtcr_image__valid_name(const char *name)

@@ -48,20 +48,12 @@
 #include <rtcr/image.h>
 
 #include "ecu_internal.h"
+#include "time_internal.h"
 
 extern char **environ;
 
 #define POOL_SLACK (1u << 20) /* pool bytes beyond quota and ROM content */
 #define PAGE_SZ 4096u
-
-/* clock `id` in microseconds (0 if it cannot be read) */
-static uint64_t clock_usec(clockid_t id)
-{
-    struct timespec ts;
-    if (clock_gettime(id, &ts) != 0)
-        return 0;
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 uint64_t now_usec(void)
 {
