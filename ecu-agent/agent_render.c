@@ -9,7 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include <rtcr/image.h>
 
 #define RIGHT_R 4u /* RTCR_CAP_R */
 #define RIGHT_W 1u /* RTCR_CAP_W */
@@ -498,27 +499,12 @@ int agent_render_checkpoint(const char *target, const agent_epoch_stats_t *s, ch
     return finish(&j, &t, ret_json, ret_text);
 }
 
-/* usec since the epoch as "2026-11-21T11:08:54.701Z" (utc) or "2026-11-21 11:08:54.701" */
-static const char *time_string(uint64_t usec, bool utc, char *buf, size_t len)
-{
-    time_t sec = (time_t)(usec / 1000000u);
-    struct tm tm;
-    if (!(utc ? gmtime_r(&sec, &tm) : localtime_r(&sec, &tm))) {
-        snprintf(buf, len, "?");
-        return buf;
-    }
-    char d[32];
-    strftime(d, sizeof(d), utc ? "%Y-%m-%dT%H:%M:%S" : "%Y-%m-%d %H:%M:%S", &tm);
-    snprintf(buf, len, "%s.%03u%s", d, (unsigned)(usec / 1000u % 1000u), utc ? "Z" : "");
-    return buf;
-}
-
 int agent_render_images(const char *target, const agent_image_row_t *rows, size_t n,
                         const char *note, char **ret_json, char **ret_text)
 {
     agent_json_t *j = agent_json_new();
     text_t t = {0};
-    char tm[48];
+    char tm[RTCR_IMAGE_TIME_STRING_MAX];
     if (!j)
         return -ENOMEM;
     agent_json_array_begin(j);
@@ -552,7 +538,7 @@ int agent_render_images(const char *target, const agent_image_row_t *rows, size_
         agent_json_key(j, "created_usec");
         agent_json_uint(j, r->created_usec);
         agent_json_key(j, "created");
-        agent_json_string(j, time_string(r->created_usec, true, tm, sizeof(tm)));
+        agent_json_string(j, rtcr_image_time_string(r->created_usec, tm, sizeof(tm)));
         agent_json_key(j, "verified");
         agent_json_bool(j, r->verified);
         agent_json_key(j, "error");
@@ -566,7 +552,7 @@ int agent_render_images(const char *target, const agent_image_row_t *rows, size_
         tput_safe(&t, target);
         tprintf(&t, "'\n");
     } else {
-        tprintf(&t, "%-6s  %-11s  %-6s  %-7s  %-6s  %-5s  %-7s  %-7s  %-23s  %s\n", "EPOCH", "KIND",
+        tprintf(&t, "%-6s  %-11s  %-6s  %-7s  %-6s  %-5s  %-7s  %-7s  %-24s  %s\n", "EPOCH", "KIND",
                 "PARENT", "SIZE", "PAGES", "ZERO", "FREEZE", "ENCODE", "CREATED", "VERIFIED");
     }
     for (size_t i = 0; i < n; i++) {
@@ -576,7 +562,7 @@ int agent_render_images(const char *target, const agent_image_row_t *rows, size_
             snprintf(parent, sizeof(parent), "-");
         else
             snprintf(parent, sizeof(parent), "%llu", (unsigned long long)r->parent);
-        tprintf(&t, "%-6llu  %-11s  %-6s  %-7s  %-6llu  %-5llu  %-7s  %-7s  %-23s  ",
+        tprintf(&t, "%-6llu  %-11s  %-6s  %-7s  %-6llu  %-5llu  %-7s  %-7s  %-24s  ",
                 (unsigned long long)r->epoch,
                 r->compacted_from ? "compacted"
                 : r->full         ? "full"
@@ -585,7 +571,7 @@ int agent_render_images(const char *target, const agent_image_row_t *rows, size_
                 (unsigned long long)r->pages_written, (unsigned long long)r->pages_zero,
                 agent_usec_string(r->freeze_usec, fr, sizeof(fr)),
                 agent_usec_string(r->encode_usec, en, sizeof(en)),
-                time_string(r->created_usec, false, tm, sizeof(tm)));
+                rtcr_image_time_string(r->created_usec, tm, sizeof(tm)));
         if (r->verified) {
             tprintf(&t, "yes\n");
         } else {

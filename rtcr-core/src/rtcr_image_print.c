@@ -3,9 +3,12 @@
  * Prints only what was parsed and validated; never fails (output errors are the stream's).
  * Layout: header and statistics, then sessions with their per-type state, the cap space
  * (slot, type, rights, object), and the page runs with sizes (frames with verbose).
+ * Wall-clock times are shown as UTC ISO 8601 (what an operator compares with logs and
+ * other ECUs, whatever the local time zone); durations stay numbers with their unit.
  */
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 #include <rtcr/image.h>
 #include <rtcr/kernel.h>
@@ -25,6 +28,21 @@ const char *rtcr_image_kobj_type_name(int type)
     static const char *const names[] = {"none", "task", "thread", "gate", "irq"};
 
     return type >= 0 && (size_t)type < sizeof(names) / sizeof(names[0]) ? names[type] : "?";
+}
+
+const char *rtcr_image_time_string(uint64_t usec, char *buf, size_t len)
+{
+    time_t sec = (time_t)(usec / 1000000u);
+    struct tm tm;
+    char date[RTCR_IMAGE_TIME_STRING_MAX];
+
+    if (len == 0)
+        return buf;
+    if (!gmtime_r(&sec, &tm) || strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        snprintf(buf, len, "?");
+    else
+        snprintf(buf, len, "%s.%03uZ", date, (unsigned)(usec / 1000u % 1000u));
+    return buf;
 }
 
 static const char *role_name(int role)
@@ -198,10 +216,11 @@ void rtcr_epoch_print(const rtcr_epoch_t *e, FILE *out, bool verbose)
     if (h->compacted_from)
         fprintf(out, ", compacted from %" PRIu64, h->compacted_from);
     fprintf(out, ", %zu bytes, format version %u\n", e->len, e->version);
+    char created[RTCR_IMAGE_TIME_STRING_MAX];
     fprintf(out,
-            "  created %" PRIu64 ".%06" PRIu64 " on ECU '%s' (agent incarnation %" PRIu64
+            "  created %s on ECU '%s' (agent incarnation %" PRIu64
             "), tracking %s granularity %u\n",
-            h->created_usec / 1000000, h->created_usec % 1000000, str(h->source_ecu),
+            rtcr_image_time_string(h->created_usec, created, sizeof(created)), str(h->source_ecu),
             h->agent_incarnation, h->tracking_mode && h->tracking_mode[0] ? h->tracking_mode : "-",
             h->granularity);
     fputs("  build id ", out);

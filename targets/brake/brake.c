@@ -96,7 +96,7 @@ static unsigned read_calibration(rtcr_env_t *env)
     size_t n = size < sizeof(buf) - 1 ? size : sizeof(buf) - 1;
     memcpy(buf, data, n);
     buf[n] = '\0';
-    rtcr_log(env, "brake: calibration: wheel %lu mm, ABS slip threshold %lu %%",
+    rtcr_log(env, "calibration: wheel %lu mm, ABS slip threshold %lu %%",
              calib_value(buf, "wheel_circumference_mm", 0),
              calib_value(buf, "abs_slip_threshold_pct", 0));
     return (unsigned)calib_value(buf, "irq_line", 5);
@@ -121,8 +121,8 @@ void rtcr_component_construct(rtcr_env_t *env)
         rtcr_irq_open(env, line, &b->irq_sess) < 0 ||
         rtcr_irq_sigh(env, b->irq_sess, sig_irq) < 0 || rtcr_irq_ack(env, b->irq_sess) < 0 ||
         rtcr_timer_periodic(env, b->timer, TICK_USEC) < 0) {
-        rtcr_log(env, "brake: setup failed");
+        rtcr_log(env, "setup failed");
         rtcr_env_exit(env, 1);
     }
-    rtcr_log(env, "brake: started, wheel-speed sensor on IRQ line %u", line);
+    rtcr_log(env, "started, wheel-speed sensor on IRQ line %u", line);
 }

@@ -1,6 +1,6 @@
 /* hostile — a misbehaving target for the integration tests. It attacks its own parent and
- * kernel interface, logs what each attack got back ("hostile: <attack> -> <result>"), then
- * stays alive logging "hostile: alive n=<k>" so a test can see that it is still served
+ * kernel interface, logs what each attack got back ("<attack> -> <result>"), then
+ * stays alive logging "alive n=<k>" so a test can see that it is still served
  * normally. Every attack must be refused with an error; none may harm the agent or the other
  * targets on the ECU.
  */
@@ -29,7 +29,7 @@ static int raw(rtcr_env_t *env, rtcr_cap_t cap, rtcr_msg_t *m)
 
 static void report(rtcr_env_t *env, const char *what, int r)
 {
-    rtcr_log(env, "hostile: %s -> %d", what, r);
+    rtcr_log(env, "%s -> %d", what, r);
 }
 
 /* Scribble the UTCB directly, bypassing every library check. */
@@ -56,7 +56,7 @@ static void on_alive(void *ctx, unsigned count)
 {
     struct hostile *h = ctx;
     h->alive += count;
-    rtcr_log(h->env, "hostile: alive n=%llu", (unsigned long long)h->alive);
+    rtcr_log(h->env, "alive n=%llu", (unsigned long long)h->alive);
 }
 
 void rtcr_component_construct(rtcr_env_t *env)
@@ -118,12 +118,12 @@ void rtcr_component_construct(rtcr_env_t *env)
     unsigned n = 0;
     while (n < MAX_SESS && (r = rtcr_session_open(env, RTCR_SVC_LOG, "ram_quota=4K", &sess[n])) == 0)
         n++;
-    rtcr_log(env, "hostile: cap limit: %u sessions then %d", n, r);
+    rtcr_log(env, "cap limit: %u sessions then %d", n, r);
     while (n > 0) { /* close them again: their slots must become free */
         rtcr_msg_init(&m, RTCR_RPC_PARENT_CLOSE);
         rtcr_msg_put(&m, sess[--n]);
         if ((r = raw(env, RTCR_PARENT_CAP, &m)) < 0)
-            rtcr_log(env, "hostile: close of slot %#x failed: %d", sess[n], r);
+            rtcr_log(env, "close of slot %#x failed: %d", sess[n], r);
     }
     enum { MAX_DS = 256 };
     rtcr_cap_t *dss = rtcr_heap_alloc(env, MAX_DS * sizeof(*dss));
@@ -131,7 +131,7 @@ void rtcr_component_construct(rtcr_env_t *env)
     n = 0;
     while (n < MAX_DS && (r = rtcr_ram_alloc_attach(env, 1u << 20, &dss[n], &addrs[n])) == 0)
         n++;
-    rtcr_log(env, "hostile: ram quota: %u MiB then %d", n, r);
+    rtcr_log(env, "ram quota: %u MiB then %d", n, r);
     while (n > 0) {
         n--;
         rtcr_ram_free(env, dss[n], addrs[n]);
@@ -140,8 +140,8 @@ void rtcr_component_construct(rtcr_env_t *env)
     /* still served normally afterwards */
     rtcr_cap_t sig;
     if (rtcr_signal_handler(rtcr_env_ep(env), on_alive, h, &sig) < 0)
-        rtcr_log(env, "hostile: no signal handler (cap limit)");
+        rtcr_log(env, "no signal handler (cap limit)");
     if (rtcr_timer_open(env, &h->timer) == 0 && rtcr_timer_sigh(env, h->timer, sig) == 0)
         rtcr_timer_periodic(env, h->timer, 100000);
-    rtcr_log(env, "hostile: done");
+    rtcr_log(env, "done");
 }

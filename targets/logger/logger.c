@@ -7,7 +7,7 @@
  * - dynamic RAM: every round allocates a dataspace of a few pages, fills and checks it, and
  *   frees it again, so its dataspaces and region map change while it runs;
  * - user signals: every 10 rounds it submits a signal to a handler on a second entrypoint.
- * Every round logs "logger: round=<n> <message>".
+ * Every round logs "round=<n> <message>".
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -48,7 +48,7 @@ static void on_audit(void *ctx, unsigned count)
 {
     struct logger *l = ctx;
     l->audits += count;
-    rtcr_log(l->env, "logger: audit %llu after round %llu", (unsigned long long)l->audits,
+    rtcr_log(l->env, "audit %llu after round %llu", (unsigned long long)l->audits,
              (unsigned long long)l->round);
 }
 
@@ -74,7 +74,7 @@ static void on_timeout(void *ctx, unsigned count)
 
     char msg[128];
     next_message(l, msg, sizeof(msg));
-    rtcr_log(l->env, "logger: round=%llu %s (%s)", (unsigned long long)l->round, msg, verdict);
+    rtcr_log(l->env, "round=%llu %s (%s)", (unsigned long long)l->round, msg, verdict);
     if (l->round % 10 == 0)
         rtcr_signal_submit(l->env, l->sig_audit, 1);
     rtcr_timer_oneshot(l->env, l->timer, 50000 + (l->round % 4) * 50000);
@@ -97,8 +97,8 @@ void rtcr_component_construct(rtcr_env_t *env)
         rtcr_signal_handler(rtcr_env_ep(env), on_timeout, l, &sig_timeout) < 0 ||
         rtcr_timer_open(env, &l->timer) < 0 || rtcr_timer_sigh(env, l->timer, sig_timeout) < 0 ||
         rtcr_timer_oneshot(env, l->timer, 50000) < 0) {
-        rtcr_log(env, "logger: setup failed");
+        rtcr_log(env, "setup failed");
         rtcr_env_exit(env, 1);
     }
-    rtcr_log(env, "logger: started with %zu bytes of messages", l->catalog_size);
+    rtcr_log(env, "started with %zu bytes of messages", l->catalog_size);
 }

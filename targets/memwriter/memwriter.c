@@ -8,7 +8,7 @@
  *   dirty_kib=1024      bytes dirtied per period (or per interrupt), in whole 4 KiB pages
  *   period_us=10000     period of the dirtying timer; 0: no timer (use irq_line)
  *   irq_line=N          if given: also dirty dirty_kib on every interrupt on line N, then log
- *                       "memwriter: irq=<n> done" and acknowledge (the bench's "write only when
+ *                       "irq=<n> done" and acknowledge (the bench's "write only when
  *                       told" mode: exactly one batch between two checkpoints)
  *   work_us=0           computation per work tick (wall-clock budget, in chunks of fixed
  *                       arithmetic; each chunk is one work unit); 0: no computation
@@ -21,7 +21,7 @@
  * so the encoder sees realistic data rather than zero pages. A batch writes one word into
  * each of dirty_kib/4 DISTINCT pages at pseudo-random positions: page (s + j*k) mod N with k
  * coprime to N, fresh s and k per batch. Every report_ms (default: every second) it logs
- *   "memwriter: periods=<n> work=<w> missed=<m> irqs=<i> t_us=<monotonic usec> batches=<b>
+ *   "periods=<n> work=<w> missed=<m> irqs=<i> t_us=<monotonic usec> batches=<b>
  *    dirty_us=<usec spent writing the batches, page faults of dirty tracking included>"
  * (missed = dirtying or work timer periods that coalesced because a handler ran late). The RPC
  * object (root->counters, op OP_COUNTERS) returns periods, work, missed, irqs.
@@ -144,7 +144,7 @@ static void on_irq(void *ctx, unsigned count)
     (void)count; /* one interrupt per delivery: the next comes only after the ack */
     dirty_batch(m);
     m->irqs++;
-    rtcr_log(m->env, "memwriter: irq=%llu done", (unsigned long long)m->irqs);
+    rtcr_log(m->env, "irq=%llu done", (unsigned long long)m->irqs);
     rtcr_irq_ack(m->env, m->irq);
 }
 
@@ -168,7 +168,7 @@ static void on_report(void *ctx, unsigned count)
     struct mw *m = ctx;
     (void)count;
     rtcr_log(m->env,
-             "memwriter: periods=%llu work=%llu missed=%llu irqs=%llu t_us=%llu batches=%llu "
+             "periods=%llu work=%llu missed=%llu irqs=%llu t_us=%llu batches=%llu "
              "dirty_us=%llu",
              (unsigned long long)m->periods, (unsigned long long)m->work,
              (unsigned long long)m->missed, (unsigned long long)m->irqs,
@@ -209,7 +209,7 @@ static long long param(const char *text, const char *key, long long def)
 
 static void fail(rtcr_env_t *env, const char *what)
 {
-    rtcr_log(env, "memwriter: %s failed", what);
+    rtcr_log(env, "%s failed", what);
     rtcr_env_exit(env, 1);
 }
 
@@ -294,7 +294,7 @@ void rtcr_component_construct(rtcr_env_t *env)
         periodic(env, m, on_work, m->work_period_usec, &m->t_work);
     periodic(env, m, on_report, m->report_usec, &m->t_report);
     rtcr_log(env,
-             "memwriter: started, mem=%llu MiB in %u dataspaces, dirty=%llu pages per "
+             "started, mem=%llu MiB in %u dataspaces, dirty=%llu pages per "
              "%s, work=%llu/%llu us",
              (unsigned long long)(m->mem >> 20), m->n_chunks, (unsigned long long)m->dirty_pages,
              m->irq_line >= 0 ? "interrupt" : "period", (unsigned long long)m->work_usec,

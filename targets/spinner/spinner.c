@@ -1,7 +1,7 @@
 /* spinner — a target whose handler does not return for a long time: every 2 s its timer
  * handler computes for 1.5 s without waiting. A checkpoint during that time cannot quiesce the
- * target and must give up with a clear error, leaving it running. Logs "spinner: spinning"
- * when it starts a spin and "spinner: idle n=<k>" when it ends one. */
+ * target and must give up with a clear error, leaving it running. Logs "spinning"
+ * when it starts a spin and "idle n=<k>" when it ends one. */
 #include <stdint.h>
 
 #include <rtcr/component.h>
@@ -21,7 +21,7 @@ static void on_tick(void *ctx, unsigned count)
     struct spinner *s = ctx;
     (void)count;
     uint64_t start, now;
-    rtcr_log(s->env, "spinner: spinning");
+    rtcr_log(s->env, "spinning");
     rtcr_timer_now(s->env, s->timer, &start);
     do {
         for (unsigned i = 0; i < 100000; i++)
@@ -29,7 +29,7 @@ static void on_tick(void *ctx, unsigned count)
         rtcr_timer_now(s->env, s->timer, &now);
     } while (now - start < SPIN_USEC);
     s->spins++;
-    rtcr_log(s->env, "spinner: idle n=%llu", (unsigned long long)s->spins);
+    rtcr_log(s->env, "idle n=%llu", (unsigned long long)s->spins);
 }
 
 void rtcr_component_construct(rtcr_env_t *env)
@@ -43,5 +43,5 @@ void rtcr_component_construct(rtcr_env_t *env)
         rtcr_timer_open(env, &s->timer) < 0 || rtcr_timer_sigh(env, s->timer, sigh) < 0 ||
         rtcr_timer_periodic(env, s->timer, PERIOD_USEC) < 0)
         rtcr_env_exit(env, 1);
-    rtcr_log(env, "spinner: started");
+    rtcr_log(env, "started");
 }

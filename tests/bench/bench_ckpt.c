@@ -253,13 +253,13 @@ static void on_log(void *ctx, rtcr_target_t *t, const char *line)
     struct ckb *b = ctx;
     unsigned long long n, periods, work, missed, irqs, tus, batches, dirty;
     (void)t;
-    if (sscanf(line, "memwriter: irq=%llu done", &n) == 1) {
+    if (sscanf(line, "irq=%llu done", &n) == 1) {
         pthread_mutex_lock(&b->lock);
         b->irq_done = n;
         pthread_cond_broadcast(&b->cond);
         pthread_mutex_unlock(&b->lock);
     } else if (sscanf(line,
-                      "memwriter: periods=%llu work=%llu missed=%llu irqs=%llu t_us=%llu "
+                      "periods=%llu work=%llu missed=%llu irqs=%llu t_us=%llu "
                       "batches=%llu dirty_us=%llu",
                       &periods, &work, &missed, &irqs, &tus, &batches, &dirty) == 7) {
         pthread_mutex_lock(&b->lock);

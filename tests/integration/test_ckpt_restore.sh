@@ -58,6 +58,10 @@ check "agent starts" wait_agent ecu1 || { done_testing; exit 1; }
 check "brake runs" eventually 5 target_running ecu1 brake
 track_pid "$(pid_of_brake ecu1)" "$(target_field ecu1 logger pid)"
 check "brake reaches tick >= 30" eventually 10 tick_at_least ecu1 30
+# the construct's line, as the agent logs it; seen here so that the check after the restore
+# that it does not appear again cannot pass because the pattern matches nothing
+check "the fresh brake logged its construct line ('brake: started')" \
+    grep -q 'brake: started' "${AGENT_LOG[ecu1]}"
 
 # `check`: what the ECU supports
 json=$(ctl ecu1 check --json)
@@ -130,10 +134,10 @@ check "images --json: epochs 1..3, kinds, parents, sizes, all verified" \
                      (.pages_zero | type == "number") and (.freeze_usec | type == "number") and
                      (.encode_usec | type == "number") and .created_usec > 0 and
                      (.created | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T")))'
-check "images text: header and one verified line per epoch" \
+check "images text: header and one verified line per epoch, created in UTC (ISO 8601)" \
     bash -c "out=\$('$ECUCTL' -s '${AGENT_SOCK[ecu1]}' images brake);
              grep -Eq '^EPOCH +KIND +PARENT +SIZE +PAGES +ZERO +FREEZE +ENCODE +CREATED +VERIFIED$' <<<\"\$out\" &&
-             [ \$(grep -Ec '^[123] +(full|incremental) .* yes$' <<<\"\$out\") = 3 ]"
+             [ \$(grep -Ec '^[123] +(full|incremental) .* [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z +yes$' <<<\"\$out\") = 3 ]"
 
 err=$(ctl ecu1 restore brake 2>&1 >/dev/null)
 check_eq "restore of a running target: exit 1" 1 "$?"
@@ -173,7 +177,7 @@ check "continuity: the first tick after restore ($first_tick) >= the checkpointe
 check "continuity: the first irq count after restore ($first_irq) >= the checkpointed one ($ckpt_irq)" \
     test "${first_irq:-0}" -ge "${ckpt_irq:-1}"
 check "continuity: no fresh start (no 'started' line after the restore)" \
-    bash -c "! awk '/restored from epoch/ { f = 1 } f' '${AGENT_LOG[ecu1]}' | grep -q 'brake: brake: started'"
+    bash -c "! awk '/restored from epoch/ { f = 1 } f' '${AGENT_LOG[ecu1]}' | grep -q 'brake: started'"
 sleep 1.5
 last=$(last_tick_line ecu1)
 diag "1.5 s later: $last"
@@ -367,6 +371,8 @@ check_eq "inspect of a good epoch: exit 0" 0 "$?"
 check "inspect shows header, sessions, cap space and regions" \
     all_match "$out" "^epoch 1 of 'brake': full" '^sessions \(' '^cap space \(' 'IRQ' \
     'line 5' 'at 0x[0-9a-f]+ size [0-9]+ ds' 'slot +9 .* gate'
+check "inspect shows the creation time in UTC (ISO 8601 with milliseconds)" \
+    all_match "$out" "^  created [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z on ECU 'ecu3' "
 out=$("$ECUCTL" inspect "$TEST_TMP/good/brake")
 check_eq "inspect of an image dir: exit 0" 0 "$?"
 check "inspect of an image dir lists its epochs" all_match "$out" "^target 'brake': 3 epoch"

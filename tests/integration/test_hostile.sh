@@ -16,7 +16,7 @@ wait_agent ecu1 || bail "agent did not come up"
 eventually 10 target_running ecu1 hostile || { show_log ecu1; bail "hostile not running"; }
 
 hlog() { ctl ecu1 log hostile --json | jq -r '.[]'; }
-eventually 10 bash -c "$(declare -f ctl hlog); $(declare -p AGENT_SOCK ECUCTL); hlog | grep -q 'hostile: done'" ||
+eventually 10 bash -c "$(declare -f ctl hlog); $(declare -p AGENT_SOCK ECUCTL); hlog | grep -qx 'done'" ||
     { diag "$(hlog)"; bail "hostile did not finish its attacks"; }
 lines=$(hlog)
 

@@ -249,7 +249,8 @@ static void test_checkpoint(void **state)
 static void test_images(void **state)
 {
     (void)state;
-    setenv("TZ", "UTC", 1);
+    /* a zone far from UTC: text and JSON must both show UTC, whatever the local zone */
+    setenv("TZ", "EST+5", 1);
     tzset();
     agent_image_row_t rows[] = {
         {.epoch = 5,
@@ -288,11 +289,11 @@ static void test_images(void **state)
     assert_string_equal(
         text,
         "EPOCH   KIND         PARENT  SIZE     PAGES   ZERO   FREEZE   ENCODE   CREATED          "
-        "        VERIFIED\n"
-        "5       compacted    -       1.8K     5       27     475us    73us     2026-11-21 "
-        "11:14:05.774  yes\n"
-        "6       incremental  5       1.3K     1       0      137us    64us     2026-11-21 "
-        "11:14:05.874  NO: image: data? frame 0: hash mismatch\n"
+        "         VERIFIED\n"
+        "5       compacted    -       1.8K     5       27     475us    73us     "
+        "2026-11-21T11:14:05.774Z  yes\n"
+        "6       incremental  5       1.3K     1       0      137us    64us     "
+        "2026-11-21T11:14:05.874Z  NO: image: data? frame 0: hash mismatch\n"
         "epoch 5 is epochs 1..5 compacted into one full epoch\n"
         "loaded: epoch 7 corrupt\n");
     free(json);
@@ -303,6 +304,8 @@ static void test_images(void **state)
     assert_string_equal(text, "no image of 'brake'\n");
     free(json);
     free(text);
+    unsetenv("TZ");
+    tzset();
 }
 
 static void test_check(void **state)

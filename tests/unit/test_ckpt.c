@@ -454,8 +454,8 @@ struct spin_count {
 static int count_spin(void *ctx, const char *line)
 {
     struct spin_count *c = ctx;
-    c->spin += strstr(line, "spinning") != NULL;
-    c->idle += strstr(line, "idle") != NULL;
+    c->spin += strcmp(line, "spinning") == 0;
+    c->idle += strncmp(line, "idle n=", 7) == 0;
     return 0;
 }
 
@@ -583,23 +583,22 @@ static int logger_teardown(void **state)
 /* What the logger's LOG says: its newest round, rounds whose RAM churn failed, and the
  * newest round after which the audit entrypoint handled a signal. */
 struct rounds {
-    long last;        /* highest "logger: round=<n>", -1 if none */
+    long last;        /* highest "round=<n>", -1 if none */
     long bad;         /* rounds whose verdict was not "ram ok" */
-    long audit_after; /* highest "logger: audit <k> after round <n>", -1 if none */
+    long audit_after; /* highest "audit <k> after round <n>", -1 if none */
 };
 
+/* A LOG line is the target's text as it wrote it (no name prefix), so each pattern is
+ * matched from the start of the line. */
 static int round_line(void *ctx, const char *line)
 {
     struct rounds *r = ctx;
     long n, k;
-    const char *at = strstr(line, "logger: ");
-    if (!at)
-        return 0;
-    if (sscanf(at, "logger: round=%ld", &n) == 1) {
+    if (sscanf(line, "round=%ld", &n) == 1) {
         if (n > r->last)
             r->last = n;
         r->bad += strstr(line, "(ram ok)") == NULL;
-    } else if (sscanf(at, "logger: audit %ld after round %ld", &k, &n) == 2 && n > r->audit_after) {
+    } else if (sscanf(line, "audit %ld after round %ld", &k, &n) == 2 && n > r->audit_after) {
         r->audit_after = n;
     }
     return 0;

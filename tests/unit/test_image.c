@@ -468,6 +468,9 @@ static void test_roundtrip_all_kinds(void **state)
     rtcr_epoch_print(e, out, true);
     fclose(out);
     assert_non_null(strstr(text, "epoch 7 of 'demo': incremental, parent 6"));
+    /* created_usec 1700000000.000007 s: a UTC ISO 8601 date, not raw seconds */
+    assert_non_null(strstr(text, "\n  created 2023-11-14T22:13:20.000Z on ECU 'ecu-a' (agent "
+                                 "incarnation 3), tracking uffd-wp granularity 4096\n"));
     assert_non_null(strstr(text, "slot    9 (0x009) gate"));
     assert_non_null(strstr(text, "thread-irq 1"));
     assert_non_null(strstr(text, "signal-source 0x200"));
@@ -482,6 +485,37 @@ static void test_roundtrip_all_kinds(void **state)
     assert_null(b);
     free(buf);
     free(f);
+}
+
+/* Wall-clock times for operators: UTC ISO 8601 with milliseconds (truncated), independent of
+ * the local zone; bounded by RTCR_IMAGE_TIME_STRING_MAX even for the largest value. */
+static void test_time_string(void **state)
+{
+    char buf[RTCR_IMAGE_TIME_STRING_MAX];
+    (void)state;
+
+    setenv("TZ", "EST+5", 1); /* a zone far from UTC */
+    tzset();
+    assert_string_equal(rtcr_image_time_string(1795259645774610ull, buf, sizeof(buf)),
+                        "2026-11-21T11:14:05.774Z");
+    assert_string_equal(rtcr_image_time_string(0, buf, sizeof(buf)), "1970-01-01T00:00:00.000Z");
+    assert_string_equal(rtcr_image_time_string(999999, buf, sizeof(buf)),
+                        "1970-01-01T00:00:00.999Z");
+    assert_string_equal(rtcr_image_time_string(1700000000001000ull, buf, sizeof(buf)),
+                        "2023-11-14T22:13:20.001Z");
+    /* the largest value (an image can hold anything): more year digits, still fits */
+    assert_string_equal(rtcr_image_time_string(UINT64_MAX, buf, sizeof(buf)),
+                        "586524-01-19T08:01:49.551Z");
+    unsetenv("TZ");
+    tzset();
+
+    /* a short buffer gets a truncated, terminated text; an empty one is left alone */
+    char small[11];
+    assert_ptr_equal(rtcr_image_time_string(1795259645774610ull, small, sizeof(small)), small);
+    assert_string_equal(small, "2026-11-21");
+    small[0] = 'x';
+    assert_ptr_equal(rtcr_image_time_string(1795259645774610ull, small, 0), small);
+    assert_int_equal(small[0], 'x');
 }
 
 static void test_pages_random_and_zero(void **state)
@@ -2365,6 +2399,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_all_kinds),
+        cmocka_unit_test(test_time_string),
         cmocka_unit_test(test_pages_random_and_zero),
         cmocka_unit_test(test_frames_split),
         cmocka_unit_test(test_frames_span_runs),

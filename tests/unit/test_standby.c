@@ -693,7 +693,7 @@ static int round_line(void *ctx, const char *line)
 {
     struct rounds *r = ctx;
     long round;
-    if (sscanf(line, "logger: round=%ld", &round) == 1) {
+    if (sscanf(line, "round=%ld", &round) == 1) {
         if (!strstr(line, "(ram ok)"))
             r->bad++;
         r->last = round;

@@ -443,6 +443,16 @@ void rtcr_epoch_print(const rtcr_epoch_t *e, FILE *out, bool verbose);
 /* Print a summary line per epoch of the chain, and with verbose every epoch in full. */
 void rtcr_image_print(const rtcr_image_t *img, FILE *out, bool verbose);
 
+/* Buffer size that holds any text of rtcr_image_time_string, NUL included. */
+#define RTCR_IMAGE_TIME_STRING_MAX 32
+
+/* A wall-clock time (CLOCK_REALTIME microseconds, as `created_usec`) as an operator reads it:
+ * UTC, ISO 8601 with milliseconds, "2026-11-21T11:08:54.704Z" (microseconds truncated; years
+ * after 9999 get more digits). Written into buf (len bytes; RTCR_IMAGE_TIME_STRING_MAX is
+ * always enough, a smaller buffer gets a truncated, NUL-terminated text); "?" if the time
+ * cannot be broken down. Returns buf. Does not depend on the TZ environment variable. */
+const char *rtcr_image_time_string(uint64_t usec, char *buf, size_t len);
+
 /* Name of a session type (SESSION_*) / kernel object type (KOBJ_*), "?" if unknown. */
 const char *rtcr_image_session_type_name(int type);
 const char *rtcr_image_kobj_type_name(int type);
