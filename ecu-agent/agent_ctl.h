@@ -73,7 +73,8 @@ static inline const agent_cmd_info_t *agent_cmd_table(void)
 {
     static const agent_cmd_info_t table[AGENT_CMD_MAX] = {
         [AGENT_CMD_TARGETS] = {"targets", 0, 0, "",
-                               "list targets: state, pid, restarts, RAM, last epoch, failure"},
+                               "list targets: state, pid, restarts, RAM, last epoch, failure, "
+                               "compaction, standby"},
         [AGENT_CMD_START] = {"start", 1, 0, "NAME", "start a stopped or failed target", true},
         [AGENT_CMD_STOP] = {"stop", 1, 0, "NAME", "stop a running target on purpose", true},
         [AGENT_CMD_KILL] = {"kill", 1, 0, "NAME", "SIGKILL a target (simulated crash: it fails)",

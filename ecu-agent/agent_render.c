@@ -207,6 +207,174 @@ static void json_last_epoch(agent_json_t *j, const agent_epoch_stats_t *e)
     agent_json_object_end(j);
 }
 
+const char *agent_compaction_outcome_name(enum agent_compaction_outcome o)
+{
+    static const char *const names[AGENT_COMPACTION_OUTCOME_MAX] = {
+        "none", "committed", "unwritten", "failed", "discarded"}; /* in enum order */
+    return (unsigned)o < AGENT_COMPACTION_OUTCOME_MAX ? names[o] : "?";
+}
+
+/* a number, or null when `has` is false */
+static void json_uint_or_null(agent_json_t *j, const char *key, bool has, uint64_t v)
+{
+    agent_json_key(j, key);
+    if (has)
+        agent_json_uint(j, v);
+    else
+        agent_json_null(j);
+}
+
+static void json_compaction(agent_json_t *j, const agent_compaction_t *c)
+{
+    bool ended = c->last != AGENT_COMPACTION_NONE;
+    agent_json_object_begin(j);
+    agent_json_key(j, "max_chain");
+    agent_json_uint(j, c->max_chain);
+    agent_json_key(j, "chain_epochs");
+    agent_json_uint(j, c->chain_epochs);
+    agent_json_key(j, "running");
+    agent_json_bool(j, c->running);
+    json_uint_or_null(j, "running_from", c->running, c->running_from);
+    json_uint_or_null(j, "running_upto", c->running, c->running_upto);
+    json_uint_or_null(j, "running_usec", c->running, c->running_usec);
+    agent_json_key(j, "running_on_kept");
+    agent_json_bool(j, c->running && c->running_on_kept);
+    agent_json_key(j, "last");
+    agent_json_string(j, agent_compaction_outcome_name(c->last));
+    json_uint_or_null(j, "last_from", ended, c->last_from);
+    json_uint_or_null(j, "last_upto", ended, c->last_upto);
+    json_uint_or_null(j, "last_usec", ended, c->last_usec);
+    json_uint_or_null(j, "last_ago_usec", ended, c->last_ago_usec);
+    agent_json_key(j, "last_on_kept");
+    agent_json_bool(j, ended && c->last_on_kept);
+    agent_json_key(j, "started");
+    agent_json_uint(j, c->started);
+    agent_json_key(j, "committed");
+    agent_json_uint(j, c->committed);
+    agent_json_key(j, "failed");
+    agent_json_uint(j, c->failed);
+    agent_json_key(j, "discarded");
+    agent_json_uint(j, c->discarded);
+    bool err = c->error && *c->error;
+    agent_json_key(j, "error");
+    agent_json_string(j, err ? c->error : NULL);
+    json_uint_or_null(j, "error_ago_usec", err, c->error_ago_usec);
+    agent_json_object_end(j);
+}
+
+static void json_standby(agent_json_t *j, const agent_standby_t *sb)
+{
+    agent_json_object_begin(j);
+    agent_json_key(j, "enabled");
+    agent_json_bool(j, sb->enabled);
+    agent_json_key(j, "ready");
+    agent_json_bool(j, sb->ready);
+    json_uint_or_null(j, "epoch", sb->ready, sb->epoch);
+    agent_json_key(j, "bytes");
+    agent_json_uint(j, sb->bytes);
+    agent_json_key(j, "dataspaces");
+    agent_json_uint(j, sb->dataspaces);
+    agent_json_key(j, "apply_usec");
+    agent_json_uint(j, sb->apply_usec);
+    agent_json_key(j, "applied_bytes");
+    agent_json_uint(j, sb->applied_bytes);
+    agent_json_key(j, "rebuilds");
+    agent_json_uint(j, sb->rebuilds);
+    agent_json_key(j, "taken");
+    agent_json_uint(j, sb->taken);
+    agent_json_key(j, "why");
+    agent_json_string(j, !sb->ready && sb->why && *sb->why ? sb->why : NULL);
+    agent_json_key(j, "last_restore");
+    agent_json_string(j, sb->last_restore ? sb->last_restore : "none");
+    agent_json_object_end(j);
+}
+
+/* "compaction running (65..128, 12.0ms, on kept memory)" or what the last one did, e.g.
+ * "last compaction 1..64 committed (35.2ms)" or "last compaction 1..64 FAILED (1 of 3 failed)" */
+static void compaction_text(text_t *t, const agent_compaction_t *c)
+{
+    char us[16];
+    bool ended = c->last != AGENT_COMPACTION_NONE;
+    if (c->running)
+        tprintf(t, "compaction running (%llu..%llu, %s%s)", (unsigned long long)c->running_from,
+                (unsigned long long)c->running_upto,
+                agent_usec_string(c->running_usec, us, sizeof(us)),
+                c->running_on_kept ? ", on kept memory" : "");
+    else if (!ended)
+        tprintf(t, c->max_chain ? "no compaction yet" : "compaction off");
+    if (!ended)
+        return;
+    tprintf(t, "%s %llu..%llu ", c->running ? ", last" : "last compaction",
+            (unsigned long long)c->last_from, (unsigned long long)c->last_upto);
+    switch (c->last) {
+    case AGENT_COMPACTION_COMMITTED:
+        tprintf(t, "committed (%s%s)", agent_usec_string(c->last_usec, us, sizeof(us)),
+                c->last_on_kept ? ", on kept memory" : "");
+        break;
+    case AGENT_COMPACTION_UNWRITTEN:
+        tprintf(t, "NOT WRITTEN (kept in memory only)");
+        break;
+    case AGENT_COMPACTION_FAILED:
+        tprintf(t, "FAILED (chain unchanged)");
+        break;
+    case AGENT_COMPACTION_DISCARDED:
+        tprintf(t, "discarded (chain replaced)");
+        break;
+    default:
+        tprintf(t, "?");
+        break;
+    }
+}
+
+/* "standby: epoch 112", "standby: disabled", "standby: invalid (a checkpoint failed)" */
+static void standby_text(text_t *t, const agent_standby_t *sb)
+{
+    if (!sb->enabled) {
+        tprintf(t, "standby: disabled");
+    } else if (sb->ready) {
+        tprintf(t, "standby: epoch %llu", (unsigned long long)sb->epoch);
+    } else {
+        tprintf(t, "standby: invalid (");
+        tput_safe(t, sb->why && *sb->why ? sb->why : "not ready");
+        tprintf(t, ")");
+    }
+}
+
+/* A target's indented detail line under its row in `ecuctl targets`:
+ * "  chain 37 epochs (max 64), compaction running (1..64, 12.0ms); standby: epoch 112", and
+ * one more with the last compaction failure if there was one. Nothing for a target that has
+ * neither a chain, nor compactions, nor a standby. */
+static void target_detail(text_t *t, const agent_target_row_t *r)
+{
+    const agent_compaction_t *c = r->compaction;
+    const agent_standby_t *sb = r->standby;
+    if ((!c || (!c->chain_epochs && !c->started)) && (!sb || !sb->enabled))
+        return;
+    tprintf(t, "  ");
+    if (c) {
+        tprintf(t, "chain %llu epoch%s", (unsigned long long)c->chain_epochs,
+                c->chain_epochs == 1 ? "" : "s");
+        if (c->max_chain)
+            tprintf(t, " (max %u)", c->max_chain);
+        tprintf(t, ", ");
+        compaction_text(t, c);
+        if (c->failed)
+            tprintf(t, ", %u of %u failed", c->failed, c->started);
+    }
+    if (sb) {
+        tprintf(t, c ? "; " : "");
+        standby_text(t, sb);
+    }
+    tput(t, "\n", 1);
+    if (c && c->error && *c->error) {
+        char us[16];
+        tprintf(t, "  last compaction failure (%s ago): ",
+                agent_usec_string(c->error_ago_usec, us, sizeof(us)));
+        tput_safe(t, c->error);
+        tput(t, "\n", 1);
+    }
+}
+
 /* "epoch 42 pause 180us 3 pages" ("full" added for a full epoch) */
 static const char *epoch_cell(const agent_epoch_stats_t *e, char *buf, size_t len)
 {
@@ -247,6 +415,16 @@ int agent_render_targets(const agent_target_row_t *rows, size_t n, char **ret_js
         agent_json_key(j, "last_epoch");
         if (r->last_epoch)
             json_last_epoch(j, r->last_epoch);
+        else
+            agent_json_null(j);
+        agent_json_key(j, "compaction");
+        if (r->compaction)
+            json_compaction(j, r->compaction);
+        else
+            agent_json_null(j);
+        agent_json_key(j, "standby");
+        if (r->standby)
+            json_standby(j, r->standby);
         else
             agent_json_null(j);
         agent_json_object_end(j);
@@ -299,6 +477,7 @@ int agent_render_targets(const agent_target_row_t *rows, size_t n, char **ret_js
             cell(&t, r->last_epoch ? epoch_cell(r->last_epoch, ep, sizeof(ep)) : "-", w_ep + 2);
         cell(&t, r->failure ? r->failure : "-", 0);
         tput(&t, "\n", 1);
+        target_detail(&t, r);
     }
     return finish(&j, &t, ret_json, ret_text);
 }
@@ -500,7 +679,8 @@ int agent_render_checkpoint(const char *target, const agent_epoch_stats_t *s, ch
 }
 
 int agent_render_images(const char *target, const agent_image_row_t *rows, size_t n,
-                        const char *note, char **ret_json, char **ret_text)
+                        const char *note, const agent_compaction_t *c, const agent_standby_t *sb,
+                        char **ret_json, char **ret_text)
 {
     agent_json_t *j = agent_json_new();
     text_t t = {0};
@@ -590,6 +770,32 @@ int agent_render_images(const char *target, const agent_image_row_t *rows, size_
     if (note && *note) {
         tput_safe(&t, note);
         tput(&t, "\n", 1);
+    }
+    /* footer: "standby: epoch 112 (16M, updated in 180us)", "compaction: ..." and the last
+     * compaction failure (the JSON body is the epochs alone: `ecuctl targets --json` has these) */
+    if (sb) {
+        char sz[16], us[16];
+        standby_text(&t, sb);
+        if (sb->ready)
+            tprintf(&t, " (%s, updated in %s)",
+                    agent_size_string((size_t)sb->bytes, sz, sizeof(sz)),
+                    agent_usec_string(sb->apply_usec, us, sizeof(us)));
+        tput(&t, "\n", 1);
+    }
+    if (c) {
+        tprintf(&t, "compaction: ");
+        compaction_text(&t, c);
+        if (c->max_chain || c->started)
+            tprintf(&t, "; %u started, %u committed, %u failed, %u discarded (max chain %u)",
+                    c->started, c->committed, c->failed, c->discarded, c->max_chain);
+        tput(&t, "\n", 1);
+        if (c->error && *c->error) {
+            char us[16];
+            tprintf(&t, "last compaction failure (%s ago): ",
+                    agent_usec_string(c->error_ago_usec, us, sizeof(us)));
+            tput_safe(&t, c->error);
+            tput(&t, "\n", 1);
+        }
     }
     return finish(&j, &t, ret_json, ret_text);
 }

@@ -6,7 +6,16 @@
  *   targets: [{"name", "state", "pid" (int|null), "restarts", "ram_quota", "ram_used",
  *              "failure" (string|null), "last_epoch" (object|null: "epoch", "full",
  *              "freeze_usec", "pages_scanned", "pages_written", "bytes_raw", "bytes_stored",
- *              "encode_usec", "encode_cpu_usec", "encoded_idle", "idle_capped")}]
+ *              "encode_usec", "encode_cpu_usec", "encoded_idle", "idle_capped"),
+ *              "compaction" (object|null: "max_chain", "chain_epochs", "running",
+ *              "running_from", "running_upto", "running_usec" (int|null while none runs),
+ *              "running_on_kept", "last" (none|committed|unwritten|failed|discarded),
+ *              "last_from", "last_upto", "last_usec", "last_ago_usec" (int|null while none
+ *              ended), "last_on_kept", "started", "committed", "failed", "discarded",
+ *              "error" (string|null), "error_ago_usec" (int|null)),
+ *              "standby" (object|null: "enabled", "ready", "epoch" (int|null), "bytes",
+ *              "dataspaces", "apply_usec", "applied_bytes", "rebuilds", "taken",
+ *              "why" (string|null), "last_restore" (none|standby|decode))}]
  *   caps:    [{"slot", "type" (task|thread|gate|irq), "badge" (int|null), "rights" ("rws"...),
  *              "stale", "object"}]
  *   log:     ["line", ...]
@@ -53,6 +62,60 @@ typedef struct agent_epoch_stats {
     uint64_t write_usec;    /* writing the epoch file */
 } agent_epoch_stats_t;
 
+/* How a target's last background compaction ended (rtcr_compaction_outcome). */
+enum agent_compaction_outcome {
+    AGENT_COMPACTION_NONE = 0,  /* "none": none ended yet */
+    AGENT_COMPACTION_COMMITTED, /* "committed" */
+    AGENT_COMPACTION_UNWRITTEN, /* "unwritten": committed in memory, its file not written */
+    AGENT_COMPACTION_FAILED,    /* "failed": the chain is unchanged */
+    AGENT_COMPACTION_DISCARDED, /* "discarded": the chain was replaced first */
+    AGENT_COMPACTION_OUTCOME_MAX
+};
+const char *agent_compaction_outcome_name(enum agent_compaction_outcome o); /* "?" if bad */
+
+/* A target's compaction state (rtcr_compaction_info_t), times made relative to now. Strings
+ * borrowed. */
+typedef struct agent_compaction {
+    unsigned max_chain;    /* compaction beyond this many epochs (0: off) */
+    uint64_t chain_epochs; /* epochs in the chain now */
+
+    bool running;          /* a compaction runs in the background */
+    uint64_t running_from; /* its first epoch */
+    uint64_t running_upto; /* its last epoch */
+    uint64_t running_usec; /* how long it has been running */
+    bool running_on_kept;  /* it builds on the memory the previous one kept */
+
+    enum agent_compaction_outcome last; /* how the last one that ended ended */
+    uint64_t last_from;                 /* its first epoch */
+    uint64_t last_upto;                 /* its last epoch */
+    uint64_t last_usec;                 /* how long it ran */
+    uint64_t last_ago_usec;             /* how long ago it ended */
+    bool last_on_kept;                  /* it built on kept memory */
+
+    unsigned started;        /* compactions started */
+    unsigned committed;      /* committed */
+    unsigned failed;         /* failed (unwritten included) */
+    unsigned discarded;      /* discarded */
+    const char *error;       /* the last failure's message, NULL if none ever failed */
+    uint64_t error_ago_usec; /* how long ago it failed */
+} agent_compaction_t;
+
+/* A target's hot standby (rtcr_standby_info_t). Strings borrowed. */
+typedef struct agent_standby {
+    bool enabled;             /* configured */
+    bool ready;               /* holds the newest epoch */
+    uint64_t epoch;           /* that epoch (when ready) */
+    uint64_t bytes;           /* memory it holds */
+    uint64_t dataspaces;      /* dataspaces in its layout */
+    uint64_t apply_usec;      /* the last update took */
+    uint64_t applied_bytes;   /* bytes the last update copied */
+    unsigned rebuilds;        /* full epochs that rebuilt it */
+    unsigned taken;           /* restores that took it */
+    const char *why;          /* why it is not ready ("a checkpoint failed", "disabled"), NULL
+                                 or "" when ready */
+    const char *last_restore; /* how the last restore got its memory: none, standby, decode */
+} agent_standby_t;
+
 /* One target as `ecuctl targets` shows it. Strings borrowed. */
 typedef struct agent_target_row {
     const char *name;    /* target name */
@@ -63,6 +126,8 @@ typedef struct agent_target_row {
     size_t ram_used;     /* bytes */
     const char *failure; /* failure text when failed, else NULL */
     const agent_epoch_stats_t *last_epoch; /* newest epoch taken, NULL if none (borrowed) */
+    const agent_compaction_t *compaction;  /* compaction state, NULL if unknown (borrowed) */
+    const agent_standby_t *standby;        /* standby state, NULL if unknown (borrowed) */
 } agent_target_row_t;
 
 /* Capability object types as the protocol names them. */
@@ -153,9 +218,11 @@ int agent_render_status(const agent_status_t *st, char **ret_json, char **ret_te
 int agent_render_checkpoint(const char *target, const agent_epoch_stats_t *s, char **ret_json,
                             char **ret_text);
 /* The epochs of `target`'s image, oldest first; `note` (may be NULL) is appended to the text
- * (e.g. what loading the image from the state dir dropped). Times in the text are local. */
+ * (e.g. what loading the image from the state dir dropped), then a footer with the standby
+ * `sb` and the compaction `c` (either may be NULL: no line). Times in the text are local. */
 int agent_render_images(const char *target, const agent_image_row_t *rows, size_t n,
-                        const char *note, char **ret_json, char **ret_text);
+                        const char *note, const agent_compaction_t *c, const agent_standby_t *sb,
+                        char **ret_json, char **ret_text);
 int agent_render_check(const agent_check_t *c, char **ret_json, char **ret_text);
 
 /* A duration for humans: "180us" below a millisecond, else "3.2ms", "1.25s". buf >= 16. */

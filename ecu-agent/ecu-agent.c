@@ -207,6 +207,52 @@ static agent_epoch_stats_t stats_of(const rtcr_epoch_stats_t *s)
     };
 }
 
+/* The runtime's compaction state as the renderer takes it, times relative to `now` (monotonic);
+ * the strings point into *ci. */
+static agent_compaction_t compaction_of(const rtcr_compaction_info_t *ci, uint64_t now)
+{
+    return (agent_compaction_t){
+        .max_chain = ci->max_chain,
+        .chain_epochs = ci->chain_epochs,
+        .running = ci->running,
+        .running_from = ci->running_from,
+        .running_upto = ci->running_upto,
+        .running_usec =
+            ci->running && now > ci->running_since_usec ? now - ci->running_since_usec : 0,
+        .running_on_kept = ci->running_on_kept,
+        .last = (enum agent_compaction_outcome)ci->last, /* same numbering */
+        .last_from = ci->last_from,
+        .last_upto = ci->last_upto,
+        .last_usec = ci->last_usec,
+        .last_ago_usec = ci->last_end_usec && now > ci->last_end_usec ? now - ci->last_end_usec : 0,
+        .last_on_kept = ci->last_on_kept,
+        .started = ci->started,
+        .committed = ci->committed,
+        .failed = ci->failed,
+        .discarded = ci->discarded,
+        .error = ci->error[0] ? ci->error : NULL,
+        .error_ago_usec = ci->error_usec && now > ci->error_usec ? now - ci->error_usec : 0,
+    };
+}
+
+/* The runtime's standby state as the renderer takes it; the strings point into *si. */
+static agent_standby_t standby_of(const rtcr_standby_info_t *si)
+{
+    return (agent_standby_t){
+        .enabled = si->enabled,
+        .ready = si->ready,
+        .epoch = si->epoch,
+        .bytes = si->bytes,
+        .dataspaces = si->dataspaces,
+        .apply_usec = si->apply_usec,
+        .applied_bytes = si->applied_bytes,
+        .rebuilds = si->rebuilds,
+        .taken = si->taken,
+        .why = si->why,
+        .last_restore = rtcr_restore_path_name(si->last_restore),
+    };
+}
+
 /* A successful checkpoint: the image in memory is a new one, so a note about the image loaded
  * at start no longer applies; a run of periodic failures has ended. */
 static void ckpt_succeeded(tstate_t *ts)
@@ -553,12 +599,16 @@ __attribute__((format(printf, 3, 4))) static void reply_error(reply_t *rp, int e
 }
 
 typedef struct row_list {
-    agent_target_row_t *rows;   /* rows collected */
-    char **failures;            /* copies of failure texts, parallel to rows */
-    agent_epoch_stats_t *stats; /* last epoch statistics, parallel to rows */
-    bool *has_stats;            /* whether stats[i] is valid, parallel to rows */
-    size_t n, cap;              /* used and allocated */
-    bool oom;                   /* an allocation failed */
+    agent_target_row_t *rows;           /* rows collected */
+    char **failures;                    /* copies of failure texts, parallel to rows */
+    agent_epoch_stats_t *stats;         /* last epoch statistics, parallel to rows */
+    bool *has_stats;                    /* whether stats[i] is valid, parallel to rows */
+    rtcr_compaction_info_t *compaction; /* compaction state, parallel to rows */
+    rtcr_standby_info_t *standby;       /* standby state, parallel to rows */
+    agent_compaction_t *comp_rows;      /* compaction[] rendered, parallel to rows */
+    agent_standby_t *sb_rows;           /* standby[] rendered, parallel to rows */
+    size_t n, cap;                      /* used and allocated */
+    bool oom;                           /* an allocation failed */
 } row_list_t;
 
 static int collect_target(void *ctx, rtcr_target_t *t)
@@ -578,7 +628,19 @@ static int collect_target(void *ctx, rtcr_target_t *t)
         bool *hs = realloc(l->has_stats, cap * sizeof(*hs));
         if (hs)
             l->has_stats = hs;
-        if (!r || !f || !st || !hs) {
+        rtcr_compaction_info_t *ci = realloc(l->compaction, cap * sizeof(*ci));
+        if (ci)
+            l->compaction = ci;
+        rtcr_standby_info_t *si = realloc(l->standby, cap * sizeof(*si));
+        if (si)
+            l->standby = si;
+        agent_compaction_t *cr = realloc(l->comp_rows, cap * sizeof(*cr));
+        if (cr)
+            l->comp_rows = cr;
+        agent_standby_t *sr = realloc(l->sb_rows, cap * sizeof(*sr));
+        if (sr)
+            l->sb_rows = sr;
+        if (!r || !f || !st || !hs || !ci || !si || !cr || !sr) {
             l->oom = true;
             return 1;
         }
@@ -592,6 +654,8 @@ static int collect_target(void *ctx, rtcr_target_t *t)
     l->has_stats[l->n] = rtcr_target_last_stats(t, &es) == 0;
     if (l->has_stats[l->n])
         l->stats[l->n] = stats_of(&es);
+    rtcr_target_compaction_info(t, &l->compaction[l->n]);
+    rtcr_target_standby_info(t, &l->standby[l->n]);
     l->rows[l->n] = (agent_target_row_t){
         .name = rtcr_target_name(t),
         .state = rtcr_target_state_name(s),
@@ -611,14 +675,24 @@ static void cmd_targets(agent_t *a, reply_t *rp)
 {
     row_list_t l = {0};
     rtcr_ecu_foreach_target(a->ecu, collect_target, &l);
-    for (size_t i = 0; i < l.n; i++) /* the arrays no longer move */
+    uint64_t now = now_usec();
+    for (size_t i = 0; i < l.n; i++) { /* the arrays no longer move */
         l.rows[i].last_epoch = l.has_stats[i] ? &l.stats[i] : NULL;
+        l.comp_rows[i] = compaction_of(&l.compaction[i], now);
+        l.sb_rows[i] = standby_of(&l.standby[i]);
+        l.rows[i].compaction = &l.comp_rows[i];
+        l.rows[i].standby = &l.sb_rows[i];
+    }
     rp->err = l.oom ? -ENOMEM : agent_render_targets(l.rows, l.n, &rp->json, &rp->text);
     for (size_t i = 0; i < l.n; i++)
         free(l.failures[i]);
     free(l.failures);
     free(l.stats);
     free(l.has_stats);
+    free(l.compaction);
+    free(l.standby);
+    free(l.comp_rows);
+    free(l.sb_rows);
     free(l.rows);
 }
 
@@ -804,7 +878,13 @@ static void cmd_images(tstate_t *ts, reply_t *rp)
         snprintf(note, sizeof(note), "chain check failed: %s", ierr.msg);
     else if (ts->image_note[0])
         snprintf(note, sizeof(note), "loaded from the state dir at start: %s", ts->image_note);
-    rp->err = agent_render_images(ts->conf->name, rows, n, note, &rp->json, &rp->text);
+    rtcr_compaction_info_t ci;
+    rtcr_standby_info_t si;
+    rtcr_target_compaction_info(ts->t, &ci);
+    rtcr_target_standby_info(ts->t, &si);
+    agent_compaction_t c = compaction_of(&ci, now_usec());
+    agent_standby_t sb = standby_of(&si);
+    rp->err = agent_render_images(ts->conf->name, rows, n, note, &c, &sb, &rp->json, &rp->text);
     agent_image_rows_free(&rows, n);
 }
 

@@ -209,6 +209,8 @@ struct rtcr_target {
     struct compactor *compactor;   /* compaction running in the background, or NULL */
     struct rtcr_memstate *compact_mem; /* memory of the last compacted epoch, or NULL */
     const void *compact_mem_of;    /* that epoch (the chain's first while it is valid) */
+    rtcr_compaction_info_t compaction; /* for rtcr_target_compaction_info (chain_epochs and
+                                          max_chain filled in there) */
     rtcr_epoch_stats_t last_stats; /* of the newest epoch */
     bool have_stats;               /* last_stats valid */
     uint8_t build_id[64];          /* build id of the binary */

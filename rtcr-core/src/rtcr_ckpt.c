@@ -121,7 +121,83 @@ struct compactor {
     bool hold;                  /* an epoch is being encoded: pause at the next frame */
     uint64_t usec;              /* how long it ran */
     rtcr_image_err_t err;       /* what failed */
+    uint64_t from, upto;        /* the epochs it merges */
 };
+
+/* Operators' view of the compactions (t->compaction, rtcr_target_compaction_info): every
+ * compaction that starts is counted, and every one that ends records how, under t->lock, so
+ * that the agent's control thread can read it while the checkpoint thread writes it. */
+
+const char *rtcr_compaction_outcome_name(enum rtcr_compaction_outcome o)
+{
+    static const char *const names[RTCR_COMPACTION_OUTCOME_MAX] = {
+        "none", "committed", "unwritten", "failed", "discarded"}; /* in enum order */
+    return (unsigned)o < RTCR_COMPACTION_OUTCOME_MAX ? names[o] : "?";
+}
+
+/* A compaction of from..upto began (k, on its thread) or could not start (k NULL). */
+static void compact_note_start(struct rtcr_target *t, const struct compactor *k, uint64_t from,
+                               uint64_t upto)
+{
+    pthread_mutex_lock(&t->lock);
+    rtcr_compaction_info_t *ci = &t->compaction;
+    ci->started++;
+    if (k) {
+        ci->running = true;
+        ci->running_from = from;
+        ci->running_upto = upto;
+        ci->running_since_usec = now_usec();
+        ci->running_on_kept = k->on_kept;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* The compaction of from..upto ended with `o` after running usec (k may be NULL: it never
+ * ran); a failure's message is formatted from fmt. */
+static void compact_note_end(struct rtcr_target *t, const struct compactor *k, uint64_t from,
+                             uint64_t upto, enum rtcr_compaction_outcome o, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void compact_note_end(struct rtcr_target *t, const struct compactor *k, uint64_t from,
+                             uint64_t upto, enum rtcr_compaction_outcome o, const char *fmt, ...)
+{
+    uint64_t now = now_usec();
+    pthread_mutex_lock(&t->lock);
+    rtcr_compaction_info_t *ci = &t->compaction;
+    ci->running = false;
+    ci->running_from = ci->running_upto = ci->running_since_usec = 0;
+    ci->running_on_kept = false;
+    ci->last = o;
+    ci->last_from = from;
+    ci->last_upto = upto;
+    ci->last_usec = k ? k->usec : 0;
+    ci->last_on_kept = k && k->on_kept;
+    ci->last_end_usec = now;
+    if (o == RTCR_COMPACTION_COMMITTED)
+        ci->committed++;
+    else if (o == RTCR_COMPACTION_DISCARDED)
+        ci->discarded++;
+    else
+        ci->failed++;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ci->error, sizeof(ci->error), fmt, ap);
+        va_end(ap);
+        ci->error_usec = now;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+int rtcr_target_compaction_info(rtcr_target_t *t, rtcr_compaction_info_t *ret_info)
+{
+    pthread_mutex_lock(&t->lock);
+    rtcr_compaction_info_t info = t->compaction;
+    info.max_chain = t->ckpt.max_chain;
+    info.chain_epochs = t->image ? rtcr_image_count(t->image) : 0;
+    pthread_mutex_unlock(&t->lock);
+    *ret_info = info;
+    return 0;
+}
 
 /* The compaction's frame hook: while the checkpointing thread encodes an epoch (hold), wait,
  * at most RTCR_ENCODE_IDLE_MAX_MSEC per frame, so the epoch in flight has the CPU that the
@@ -185,9 +261,17 @@ static int compact_start(struct rtcr_target *t)
     rtcr_image_err_t ierr = {{0}};
     int r;
 
-    if (!k)
+    uint64_t from = rtcr_image_first(t->image), upto = rtcr_image_last(t->image);
+    if (!k) {
+        compact_note_start(t, NULL, from, upto);
+        compact_note_end(t, NULL, from, upto, RTCR_COMPACTION_FAILED,
+                         "compaction of epochs %" PRIu64 "..%" PRIu64 " could not start: %s", from,
+                         upto, strerror(ENOMEM));
         return -ENOMEM;
-    if ((r = rtcr_image_compaction_new(t->image, rtcr_image_last(t->image), &ierr, &k->c)) < 0)
+    }
+    k->from = from;
+    k->upto = upto;
+    if ((r = rtcr_image_compaction_new(t->image, upto, &ierr, &k->c)) < 0)
         goto fail;
     /* the memory the last compaction left is that of the chain's first epoch while that is
      * still the epoch it built: then only the epochs since are decoded */
@@ -213,8 +297,13 @@ static int compact_start(struct rtcr_target *t)
         goto fail;
     }
     t->compactor = k;
+    compact_note_start(t, k, from, upto);
     return 0;
 fail:
+    compact_note_start(t, NULL, from, upto);
+    compact_note_end(t, NULL, from, upto, RTCR_COMPACTION_FAILED,
+                     "compaction of epochs %" PRIu64 "..%" PRIu64 " could not start: %s", from,
+                     upto, ierr.msg[0] ? ierr.msg : strerror(-r));
     rtcr_image_compaction_destroy(&k->c);
     free(k->dir);
     free(k);
@@ -253,7 +342,15 @@ static uint64_t compact_finish(struct rtcr_target *t, bool wait, bool commit,
         st->compact_usec = k->usec;
         st->compact_on_kept = k->on_kept;
     }
-    if (commit && k->result == 0) {
+    /* every end is recorded (compact_note_end): a failure leaves the chain as it was and the
+     * next checkpoint that finds it too long starts a new compaction */
+    if (!commit) {
+        compact_note_end(t, k, k->from, k->upto, RTCR_COMPACTION_DISCARDED, NULL);
+    } else if (k->result < 0) {
+        compact_note_end(t, k, k->from, k->upto, RTCR_COMPACTION_FAILED,
+                         "compaction of epochs %" PRIu64 "..%" PRIu64 " failed: %s", k->from,
+                         k->upto, k->err.msg[0] ? k->err.msg : strerror(-k->result));
+    } else {
         uint64_t e = rtcr_image_compaction_epoch(k->c);
         rtcr_memstate_t *mem = rtcr_image_compaction_take_memory(k->c);
         const rtcr_epoch_t *full = NULL;
@@ -261,16 +358,31 @@ static uint64_t compact_finish(struct rtcr_target *t, bool wait, bool commit,
         pthread_mutex_lock(&t->lock);
         int cr = rtcr_image_compaction_commit(t->image, &k->c, &ierr, &full);
         pthread_mutex_unlock(&t->lock);
-        if (cr < 0)
+        if (cr < 0) {
             rtcr_memstate_destroy(&mem);
-        if (cr == 0) {
+            compact_note_end(t, k, k->from, k->upto, RTCR_COMPACTION_FAILED,
+                             "compaction of epochs %" PRIu64 "..%" PRIu64 " not committed: %s",
+                             k->from, k->upto, ierr.msg[0] ? ierr.msg : strerror(-cr));
+        } else {
             upto = e;
             rtcr_memstate_destroy(&t->compact_mem);
             t->compact_mem = mem;
             t->compact_mem_of = full;
-            /* the full epoch's file is fsynced: the files it supersedes can go */
+            /* the full epoch's file is fsynced: the files it supersedes can go. Without it
+             * they stay, and the chain on disk is the one before the compaction, complete;
+             * in memory the full epoch replaces them all the same (memory stays bounded) */
             if (k->written == 0)
                 rtcr_image_prune_dir(k->dir, t->name, e, &ierr);
+            if (k->written < 0)
+                compact_note_end(t, k, k->from, k->upto, RTCR_COMPACTION_UNWRITTEN,
+                                 "compaction of epochs %" PRIu64 "..%" PRIu64
+                                 ": full epoch %" PRIu64
+                                 " not written (committed in memory only; the files of epochs "
+                                 "%" PRIu64 "..%" PRIu64 " stay): %s",
+                                 k->from, k->upto, e, k->from, k->upto,
+                                 k->err.msg[0] ? k->err.msg : strerror(-k->written));
+            else
+                compact_note_end(t, k, k->from, k->upto, RTCR_COMPACTION_COMMITTED, NULL);
         }
     }
     rtcr_image_compaction_destroy(&k->c);

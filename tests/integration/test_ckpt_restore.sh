@@ -15,7 +15,8 @@
 #      and the agent keeps running; `ecuctl inspect` reads good files and names the problem of
 #      bad ones (exit 1);
 #   5. periodic checkpoints every 10 ms: many epochs, the chain stays bounded by 2 x max_chain
-#      (compaction in the background, also on disk), every epoch verifies, and brake's tick rate stays ~100/s.
+#      (compaction in the background, also on disk), every epoch verifies, and brake's tick rate stays ~100/s;
+#      `ecuctl targets` and `images` show the compaction's state and the hot standby's epoch.
 # Plus the new commands' JSON shapes and errors (checkpoint, restore, images, check, targets).
 . "$(dirname "$0")/lib.sh"
 
@@ -226,6 +227,23 @@ track_pid "$(pid_of_brake ecu2)" "$(target_field ecu2 logger pid)"
 check "brake reaches tick >= 40" eventually 10 tick_at_least ecu2 40
 has_periodic() { [ "$(target_field ecu2 brake last_epoch.epoch)" -ge 5 ] 2>/dev/null; }
 check "periodic checkpoints are being taken (last_epoch.epoch >= 5)" eventually 5 has_periodic
+# on_crash = restore keeps a hot standby: it holds the newest epoch (one reply, one state)
+json=$(ctl ecu2 targets --json)
+diag "brake's standby and compaction: $(jq -c '.[] | select(.name == "brake") | [.standby, .compaction]' <<<"$json")"
+check "targets --json: brake's standby is ready at its newest epoch, numbers as numbers" \
+    jq_true "$json" '.[] | select(.name == "brake") | .standby.enabled == true and
+                     .standby.ready == true and .standby.epoch == .last_epoch.epoch and
+                     (.standby.bytes | type == "number") and .standby.bytes > 0 and
+                     .standby.why == null and .standby.last_restore == "none"'
+check "targets --json: compaction object with every field (max_chain 64: none yet)" \
+    jq_true "$json" '.[] | select(.name == "brake") | .compaction | .max_chain == 64 and
+                     (.chain_epochs | type == "number") and .chain_epochs >= 5 and
+                     .running == false and .running_from == null and .last == "none" and
+                     .last_upto == null and .started == 0 and .committed == 0 and
+                     .failed == 0 and .discarded == 0 and .error == null'
+check "targets text: brake's detail line shows the chain and the standby's epoch" \
+    all_match "$(ctl ecu2 targets)" \
+    '^  chain [0-9]+ epochs \(max 64\), no compaction yet; standby: epoch [0-9]+$'
 bpid=$(pid_of_brake ecu2)
 kill_line=$(last_tick_line ecu2)
 kill -KILL "$bpid"
@@ -247,6 +265,9 @@ sleep 1
 last=$(last_tick_line ecu2)
 check "ticks continue past the kill point" test "$(tick_of "$last")" -gt "$kill_tick"
 check "irqs continue after the automatic restore" test "$(irq_of "$last")" -gt "$(irq_of "$first")"
+check "the restore is counted by the standby (taken or decoded)" \
+    jq_true "$(ctl ecu2 targets --json)" '.[] | select(.name == "brake") |
+        .standby.last_restore | IN("standby", "decode")'
 check "periodic checkpoints resume on the restored brake" \
     eventually 3 bash -c "[ \"\$('$ECUCTL' -s '${AGENT_SOCK[ecu2]}' targets --json |
         jq '.[] | select(.name == \"brake\") | .restarts')\" = 1 ] &&
@@ -430,6 +451,26 @@ nfiles=$(find "$TEST_TMP/ecu4/state/brake" -name 'epoch-*.rtcr' | wc -l)
 check "compaction also prunes the files (at most 33 epoch files: $nfiles)" test "$nfiles" -le 33
 check "no periodic checkpoint failure was logged" \
     bash -c "! grep -q 'periodic checkpoint of .brake. failed' '${AGENT_LOG[ecu4]}'"
+json=$(ctl ecu4 targets --json)
+diag "brake's compaction: $(jq -c '.[] | select(.name == "brake") | .compaction' <<<"$json")"
+check "targets --json: compactions committed, none failed, the chain within 2 x max_chain" \
+    jq_true "$json" '.[] | select(.name == "brake") | .compaction | .max_chain == 16 and
+                     .committed >= 1 and .failed == 0 and .error == null and
+                     .started >= .committed + .discarded and
+                     (.chain_epochs >= 1 and .chain_epochs <= 32) and
+                     ((.running == true and (.running_upto | type == "number")) or
+                      (.running == false and .running_upto == null)) and
+                     (.last | IN("committed", "discarded"))'
+check "targets --json: no standby without on_crash = restore" \
+    jq_true "$json" '.[] | select(.name == "brake") | .standby.enabled == false and
+                     .standby.ready == false and .standby.epoch == null and
+                     .standby.why == "disabled"'
+check "targets text: brake's detail line shows the chain, the compaction and the standby" \
+    all_match "$(ctl ecu4 targets)" \
+    '^  chain [0-9]+ epochs? \(max 16\), (compaction running \([0-9]+\.\.[0-9]+, [0-9.]+m?s(, on kept memory)?\)|last compaction [0-9]+\.\.[0-9]+ (committed|discarded)).*; standby: disabled$'
+check "images text: footer with the standby and the compaction counters" \
+    all_match "$(ctl ecu4 images brake)" '^standby: disabled$' \
+    '^compaction: .*; [0-9]+ started, [1-9][0-9]* committed, 0 failed, [0-9]+ discarded \(max chain 16\)$'
 check "targets shows the last epoch" \
     bash -c "'$ECUCTL' -s '${AGENT_SOCK[ecu4]}' targets | grep -Eq '^brake +running .* epoch [0-9]+ pause '"
 check "logger unaffected on ecu4" target_running ecu4 logger

@@ -1,7 +1,8 @@
 /* test_agent_render — the reply bodies: JSON shapes of targets/caps/log/status as documented
  * (pid and failure null when absent, badge null for non-gates, rights letters), the text
  * tables (header, aligned columns, the operator's cap format), the checkpoint bodies
- * (targets' last_epoch and LAST EPOCH column, checkpoint statistics, images, check), and that
+ * (targets' last_epoch and LAST EPOCH column, checkpoint statistics, images, check), the
+ * compaction and standby state of every target (JSON objects, detail line, images footer), and that
  * control characters from a target or an image cannot reach the operator's terminal in text
  * output. */
 #include <setjmp.h>
@@ -52,10 +53,11 @@ static void test_targets(void **state)
     assert_string_equal(json,
                         "[{\"name\":\"brake\",\"state\":\"running\",\"pid\":4242,\"restarts\":1,"
                         "\"ram_quota\":16777216,\"ram_used\":1572864,\"failure\":null,"
-                        "\"last_epoch\":null},"
+                        "\"last_epoch\":null,\"compaction\":null,\"standby\":null},"
                         "{\"name\":\"logger\",\"state\":\"failed\",\"pid\":null,\"restarts\":0,"
                         "\"ram_quota\":8388608,\"ram_used\":0,"
-                        "\"failure\":\"killed by signal 9 (Killed)\",\"last_epoch\":null}]");
+                        "\"failure\":\"killed by signal 9 (Killed)\",\"last_epoch\":null,"
+                        "\"compaction\":null,\"standby\":null}]");
     assert_string_equal(text,
                         "NAME    STATE    PID   RESTARTS  RAM       FAILURE\n"
                         "brake   running  4242  1         1.5M/16M  -\n"
@@ -72,10 +74,12 @@ static void test_targets(void **state)
                         "\"last_epoch\":{\"epoch\":42,\"full\":false,\"freeze_usec\":180,"
                         "\"pages_scanned\":4096,\"pages_written\":3,\"bytes_raw\":12288,"
                         "\"bytes_stored\":1876,\"encode_usec\":55,\"encode_cpu_usec\":41,"
-                        "\"encoded_idle\":true,\"idle_capped\":false}},"
+                        "\"encoded_idle\":true,\"idle_capped\":false},"
+                        "\"compaction\":null,\"standby\":null},"
                         "{\"name\":\"logger\",\"state\":\"failed\",\"pid\":null,\"restarts\":0,"
                         "\"ram_quota\":8388608,\"ram_used\":0,"
-                        "\"failure\":\"killed by signal 9 (Killed)\",\"last_epoch\":null}]");
+                        "\"failure\":\"killed by signal 9 (Killed)\",\"last_epoch\":null,"
+                        "\"compaction\":null,\"standby\":null}]");
     assert_string_equal(
         text, "NAME    STATE    PID   RESTARTS  RAM       LAST EPOCH                    FAILURE\n"
               "brake   running  4242  1         1.5M/16M  epoch 42 pause 180us 3 pages  -\n"
@@ -274,8 +278,9 @@ static void test_images(void **state)
          .error = "image: data\x1b frame 0: hash mismatch"},
     };
     char *json = NULL, *text = NULL;
-    assert_int_equal(agent_render_images("brake", rows, 2, "loaded: epoch 7 corrupt", &json, &text),
-                     0);
+    assert_int_equal(
+        agent_render_images("brake", rows, 2, "loaded: epoch 7 corrupt", NULL, NULL, &json, &text),
+        0);
     assert_string_equal(
         json, "[{\"epoch\":5,\"kind\":\"full\",\"parent\":null,\"compacted_from\":1,"
               "\"bytes\":1834,\"pages_written\":5,\"pages_zero\":27,\"freeze_usec\":475,"
@@ -299,13 +304,258 @@ static void test_images(void **state)
     free(json);
     free(text);
 
-    assert_int_equal(agent_render_images("brake", NULL, 0, NULL, &json, &text), 0);
+    assert_int_equal(agent_render_images("brake", NULL, 0, NULL, NULL, NULL, &json, &text), 0);
     assert_string_equal(json, "[]");
     assert_string_equal(text, "no image of 'brake'\n");
     free(json);
     free(text);
     unsetenv("TZ");
     tzset();
+}
+
+/* Render one running target with the given compaction and standby state; returns the text
+ * (caller frees) and the JSON in *ret_json. */
+static char *render_one(const agent_compaction_t *c, const agent_standby_t *sb, char **ret_json)
+{
+    agent_target_row_t row = {.name = "brake",
+                              .state = "running",
+                              .pid = 4242,
+                              .ram_quota = 16u << 20,
+                              .ram_used = 1u << 20,
+                              .compaction = c,
+                              .standby = sb};
+    char *json = NULL, *text = NULL;
+    assert_int_equal(agent_render_targets(&row, 1, &json, &text), 0);
+    *ret_json = json;
+    return text;
+}
+
+#define ROW  "brake  running  4242  0         1M/16M  -\n"
+#define HEAD "NAME   STATE    PID   RESTARTS  RAM     FAILURE\n"
+
+/* The compaction and standby of `ecuctl targets`: the JSON objects with every field (numbers
+ * as numbers, null where a field does not apply) and the detail line under the target's row
+ * in every state: no compaction yet, running, committed, unwritten, failed with its message,
+ * discarded, off; standby disabled, ready at an epoch, invalidated with its reason. */
+static void test_targets_compaction_standby(void **state)
+{
+    (void)state;
+    char *json, *text;
+
+    /* no compaction yet, standby disabled */
+    agent_compaction_t c = {.max_chain = 64, .chain_epochs = 3};
+    agent_standby_t sb = {.enabled = false, .why = "disabled", .last_restore = "none"};
+    text = render_one(&c, &sb, &json);
+    assert_string_equal(text, HEAD ROW
+                        "  chain 3 epochs (max 64), no compaction yet; standby: disabled\n");
+    assert_string_equal(
+        json, "[{\"name\":\"brake\",\"state\":\"running\",\"pid\":4242,\"restarts\":0,"
+              "\"ram_quota\":16777216,\"ram_used\":1048576,\"failure\":null,\"last_epoch\":null,"
+              "\"compaction\":{\"max_chain\":64,\"chain_epochs\":3,\"running\":false,"
+              "\"running_from\":null,\"running_upto\":null,\"running_usec\":null,"
+              "\"running_on_kept\":false,\"last\":\"none\",\"last_from\":null,"
+              "\"last_upto\":null,\"last_usec\":null,\"last_ago_usec\":null,"
+              "\"last_on_kept\":false,\"started\":0,\"committed\":0,\"failed\":0,"
+              "\"discarded\":0,\"error\":null,\"error_ago_usec\":null},"
+              "\"standby\":{\"enabled\":false,\"ready\":false,\"epoch\":null,\"bytes\":0,"
+              "\"dataspaces\":0,\"apply_usec\":0,\"applied_bytes\":0,\"rebuilds\":0,"
+              "\"taken\":0,\"why\":\"disabled\",\"last_restore\":\"none\"}}]");
+    free(json);
+    free(text);
+
+    /* running (the first one), standby ready at epoch 112 */
+    c = (agent_compaction_t){.max_chain = 64,
+                             .chain_epochs = 70,
+                             .running = true,
+                             .running_from = 1,
+                             .running_upto = 65,
+                             .running_usec = 12000,
+                             .started = 1};
+    sb = (agent_standby_t){.enabled = true,
+                           .ready = true,
+                           .epoch = 112,
+                           .bytes = 16u << 20,
+                           .dataspaces = 4,
+                           .apply_usec = 180,
+                           .applied_bytes = 12288,
+                           .rebuilds = 1,
+                           .taken = 2,
+                           .why = "",
+                           .last_restore = "standby"};
+    text = render_one(&c, &sb, &json);
+    assert_string_equal(
+        text, HEAD ROW
+        "  chain 70 epochs (max 64), compaction running (1..65, 12.0ms); standby: epoch 112\n");
+    assert_non_null(strstr(json, "\"compaction\":{\"max_chain\":64,\"chain_epochs\":70,"
+                                 "\"running\":true,\"running_from\":1,\"running_upto\":65,"
+                                 "\"running_usec\":12000,\"running_on_kept\":false,"
+                                 "\"last\":\"none\","));
+    assert_non_null(strstr(json, "\"standby\":{\"enabled\":true,\"ready\":true,\"epoch\":112,"
+                                 "\"bytes\":16777216,\"dataspaces\":4,\"apply_usec\":180,"
+                                 "\"applied_bytes\":12288,\"rebuilds\":1,\"taken\":2,"
+                                 "\"why\":null,\"last_restore\":\"standby\"}}]"));
+    free(json);
+    free(text);
+
+    /* committed, on kept memory; the next one running */
+    c = (agent_compaction_t){.max_chain = 64,
+                             .chain_epochs = 40,
+                             .running = true,
+                             .running_from = 65,
+                             .running_upto = 104,
+                             .running_usec = 900,
+                             .running_on_kept = true,
+                             .last = AGENT_COMPACTION_COMMITTED,
+                             .last_from = 1,
+                             .last_upto = 65,
+                             .last_usec = 35200,
+                             .last_ago_usec = 5000000,
+                             .last_on_kept = true,
+                             .started = 2,
+                             .committed = 1};
+    text = render_one(&c, &sb, &json);
+    assert_string_equal(text, HEAD ROW "  chain 40 epochs (max 64), compaction running (65..104, "
+                                       "900us, on kept memory), last 1..65 committed (35.2ms, on "
+                                       "kept memory); standby: epoch 112\n");
+    assert_non_null(strstr(json, "\"running_on_kept\":true,\"last\":\"committed\",\"last_from\":1,"
+                                 "\"last_upto\":65,\"last_usec\":35200,\"last_ago_usec\":5000000,"
+                                 "\"last_on_kept\":true,\"started\":2,\"committed\":1,"
+                                 "\"failed\":0,\"discarded\":0,\"error\":null,"
+                                 "\"error_ago_usec\":null}"));
+    free(json);
+    free(text);
+
+    /* failed with its message (control characters cannot reach the terminal); standby
+     * invalidated with its reason */
+    c = (agent_compaction_t){.max_chain = 8,
+                             .chain_epochs = 12,
+                             .last = AGENT_COMPACTION_FAILED,
+                             .last_from = 9,
+                             .last_upto = 17,
+                             .last_usec = 4100,
+                             .last_ago_usec = 2000000,
+                             .started = 3,
+                             .committed = 2,
+                             .failed = 1,
+                             .error = "compaction of epochs 9..17 failed: epoch 12: frame\x1b 3: "
+                                      "hash mismatch",
+                             .error_ago_usec = 2000000};
+    sb = (agent_standby_t){.enabled = true, .why = "a checkpoint failed", .last_restore = "decode"};
+    text = render_one(&c, &sb, &json);
+    assert_string_equal(text, HEAD ROW "  chain 12 epochs (max 8), last compaction 9..17 FAILED "
+                                       "(chain unchanged), 1 of 3 failed; standby: invalid (a "
+                                       "checkpoint failed)\n"
+                                       "  last compaction failure (2.00s ago): compaction of "
+                                       "epochs 9..17 failed: epoch 12: frame? 3: hash mismatch\n");
+    assert_non_null(strstr(json, "\"last\":\"failed\",\"last_from\":9,\"last_upto\":17,"
+                                 "\"last_usec\":4100,\"last_ago_usec\":2000000,"
+                                 "\"last_on_kept\":false,\"started\":3,\"committed\":2,"
+                                 "\"failed\":1,\"discarded\":0,\"error\":\"compaction of epochs "
+                                 "9..17 failed: epoch 12: frame\\u001b 3: hash mismatch\","
+                                 "\"error_ago_usec\":2000000}"));
+    assert_non_null(strstr(json, "\"standby\":{\"enabled\":true,\"ready\":false,\"epoch\":null,"));
+    assert_non_null(strstr(json, "\"why\":\"a checkpoint failed\",\"last_restore\":\"decode\"}"));
+    free(json);
+    free(text);
+
+    /* unwritten (committed in memory, its file not written) */
+    c.last = AGENT_COMPACTION_UNWRITTEN;
+    c.error = "compaction of epochs 9..17: full epoch 17 not written";
+    text = render_one(&c, &sb, &json);
+    assert_non_null(strstr(text, "last compaction 9..17 NOT WRITTEN (kept in memory only), 1 of "
+                                 "3 failed; standby: invalid"));
+    assert_non_null(strstr(text, "\n  last compaction failure (2.00s ago): compaction of epochs "
+                                 "9..17: full epoch 17 not written\n"));
+    assert_non_null(strstr(json, "\"last\":\"unwritten\""));
+    free(json);
+    free(text);
+
+    /* discarded; and compaction off */
+    c = (agent_compaction_t){.max_chain = 8,
+                             .chain_epochs = 1,
+                             .last = AGENT_COMPACTION_DISCARDED,
+                             .last_from = 1,
+                             .last_upto = 9,
+                             .started = 1,
+                             .discarded = 1};
+    text = render_one(&c, &sb, &json);
+    assert_string_equal(text, HEAD ROW "  chain 1 epoch (max 8), last compaction 1..9 discarded "
+                                       "(chain replaced); standby: invalid (a checkpoint "
+                                       "failed)\n");
+    assert_non_null(strstr(json, "\"last\":\"discarded\""));
+    assert_non_null(strstr(json, "\"discarded\":1"));
+    free(json);
+    free(text);
+    c = (agent_compaction_t){.chain_epochs = 5};
+    text = render_one(&c, NULL, &json);
+    assert_string_equal(text, HEAD ROW "  chain 5 epochs, compaction off\n");
+    assert_non_null(strstr(json, "\"standby\":null"));
+    free(json);
+    free(text);
+
+    /* nothing to say: no chain, no compaction, no standby */
+    c = (agent_compaction_t){.max_chain = 64};
+    sb = (agent_standby_t){.why = "disabled"};
+    text = render_one(&c, &sb, &json);
+    assert_string_equal(text, HEAD ROW);
+    free(json);
+    free(text);
+    assert_string_equal(agent_compaction_outcome_name(AGENT_COMPACTION_OUTCOME_MAX), "?");
+}
+
+/* The footer of `ecuctl images`: the standby's epoch and the compaction state, with the
+ * last compaction failure; the JSON body stays the list of epochs. */
+static void test_images_footer(void **state)
+{
+    (void)state;
+    agent_image_row_t row = {.epoch = 5,
+                             .full = true,
+                             .bytes = 1834,
+                             .pages_written = 5,
+                             .created_usec = 1795259645774610ull,
+                             .verified = true};
+    agent_compaction_t c = {.max_chain = 4,
+                            .chain_epochs = 1,
+                            .running = true,
+                            .running_from = 5,
+                            .running_upto = 10,
+                            .running_usec = 2500,
+                            .last = AGENT_COMPACTION_UNWRITTEN,
+                            .last_from = 1,
+                            .last_upto = 5,
+                            .last_usec = 3100,
+                            .started = 2,
+                            .failed = 1,
+                            .error = "compaction of epochs 1..5: full epoch 5 not written",
+                            .error_ago_usec = 1500};
+    agent_standby_t sb = {.enabled = true,
+                          .ready = true,
+                          .epoch = 5,
+                          .bytes = 16u << 20,
+                          .apply_usec = 180,
+                          .last_restore = "none"};
+    char *json = NULL, *text = NULL;
+    assert_int_equal(agent_render_images("brake", &row, 1, NULL, &c, &sb, &json, &text), 0);
+    assert_non_null(strstr(text, "  yes\nstandby: epoch 5 (16M, updated in 180us)\n"
+                                 "compaction: compaction running (5..10, 2.5ms), last 1..5 NOT "
+                                 "WRITTEN (kept in memory only); 2 started, 0 committed, 1 "
+                                 "failed, 0 discarded (max chain 4)\n"
+                                 "last compaction failure (1.5ms ago): compaction of epochs 1..5: "
+                                 "full epoch 5 not written\n"));
+    assert_int_equal(json[0], '[');
+    assert_null(strstr(json, "compaction\""));
+    free(json);
+    free(text);
+
+    sb = (agent_standby_t){.enabled = true, .why = "taken by a restore"};
+    c = (agent_compaction_t){.max_chain = 4, .chain_epochs = 1};
+    assert_int_equal(agent_render_images("brake", &row, 1, NULL, &c, &sb, &json, &text), 0);
+    assert_non_null(strstr(text, "  yes\nstandby: invalid (taken by a restore)\n"
+                                 "compaction: no compaction yet; 0 started, 0 committed, 0 "
+                                 "failed, 0 discarded (max chain 4)\n"));
+    assert_null(strstr(text, "failure"));
+    free(json);
+    free(text);
 }
 
 static void test_check(void **state)
@@ -393,10 +643,16 @@ static void test_helpers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_targets),    cmocka_unit_test(test_caps),
-        cmocka_unit_test(test_log),        cmocka_unit_test(test_status),
-        cmocka_unit_test(test_checkpoint), cmocka_unit_test(test_images),
-        cmocka_unit_test(test_check),      cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_targets),
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_log),
+        cmocka_unit_test(test_status),
+        cmocka_unit_test(test_checkpoint),
+        cmocka_unit_test(test_images),
+        cmocka_unit_test(test_check),
+        cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_targets_compaction_standby),
+        cmocka_unit_test(test_images_footer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
  * continuity of brake's counters across kill + restore, cap-space equality (slots and types;
  * only badges differ), restore into a badge namespace that already holds the old badges,
  * a 100-epoch chain against its compaction, compaction in the background, corrupt / truncated /
- * foreign images, quota, restore on another ECU, and a target that does not quiesce. */
+ * foreign images, quota, restore on another ECU, a target that does not quiesce, and a
+ * compaction whose full epoch cannot be written (recorded, the chain on disk intact). */
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -15,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -329,6 +332,186 @@ static void test_background_compaction(void **state)
     struct mono m = {0, 0, 0};
     rtcr_target_foreach_log(f->brake, mono_line, &m);
     assert_int_equal(m.drops, 0);
+}
+
+/* memwriter's newest "periods=<n>" from its LOG, -1 if none yet. */
+static int periods_line(void *ctx, const char *line)
+{
+    const char *p = strstr(line, "memwriter: periods=");
+    if (p)
+        *(long *)ctx = strtol(p + strlen("memwriter: periods="), NULL, 10);
+    return 0;
+}
+
+static long mw_periods(rtcr_target_t *t)
+{
+    long n = -1;
+    rtcr_target_foreach_log(t, periods_line, &n);
+    return n;
+}
+
+static size_t count_files_of(const char *dir, const char *name)
+{
+    char path[512];
+    size_t n = 0;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    for (struct dirent *de; (de = readdir(d));)
+        n += strncmp(de->d_name, "epoch-", 6) == 0;
+    closedir(d);
+    return n;
+}
+
+/* The full epoch of a compaction cannot be written, for real: the process may not write
+ * files larger than the incremental epochs (RLIMIT_FSIZE, which binds root as well; SIGXFSZ
+ * ignored so that write(2) fails with EFBIG). The target is memwriter with 1 MiB of
+ * heap-like data (a full epoch of about 600 KiB) that dirties a page every 5 ms (incremental
+ * epochs of a few KiB). The failure is reported by rtcr_target_compaction_info with a message
+ * naming the epochs, the epoch files on disk stay a complete chain that restores, and once
+ * files may grow again the next compaction commits. */
+static void test_compaction_write_fails(void **state)
+{
+    struct fx *f = *state;
+    char params[128];
+    snprintf(params, sizeof(params), "%s/mw.params", f->dir);
+    FILE *pf = fopen(params, "w");
+    assert_non_null(pf);
+    fputs("mem_mib=1\ndirty_kib=4\nperiod_us=5000\nreport_ms=20\n", pf);
+    assert_int_equal(fclose(pf), 0);
+    rtcr_rom_spec_t rom = {.name = "params", .path = params};
+    rtcr_target_spec_t spec = {.name = "mw",
+                               .binary = tu_target_path("memwriter"),
+                               .ram_quota = 8u << 20,
+                               .cap_limit = 512,
+                               .roms = &rom,
+                               .n_roms = 1};
+    rtcr_target_t *t = NULL;
+    assert_int_equal(rtcr_ecu_add_target(f->ecu, &spec, &t), 0);
+    rtcr_ckpt_params_t cp = {.dirty_mode = -1,
+                             .granularity = 4096,
+                             .quiesce_timeout_usec = 3000000,
+                             .state_dir = f->dir,
+                             .max_chain = 4};
+    assert_int_equal(rtcr_target_set_ckpt_params(t, &cp), 0);
+    rtcr_compaction_info_t ci;
+    assert_int_equal(rtcr_target_compaction_info(t, &ci), 0);
+    assert_int_equal(ci.last, RTCR_COMPACTION_NONE);
+    assert_int_equal(ci.started, 0);
+    assert_false(ci.running);
+    assert_string_equal(ci.error, "");
+    assert_int_equal(ci.max_chain, 4);
+    assert_int_equal(ci.chain_epochs, 0);
+    assert_int_equal(rtcr_target_start(t), 0);
+    assert_true(tu_wait_state(f->ecu, t, RTCR_TARGET_RUNNING, 5000));
+
+    rtcr_epoch_stats_t st;
+    uint64_t full_bytes = 0, inc_max = 0;
+    for (int i = 0; i < 4; i++) { /* epochs 1..4: no compaction yet */
+        tu_sleep_ms(10);
+        checkpoint_ok(t, &st);
+        assert_false(st.compact_started);
+        if (st.full)
+            full_bytes = st.bytes_stored;
+        else if (st.bytes_stored > inc_max)
+            inc_max = st.bytes_stored;
+    }
+    /* incremental epochs fit under the limit, a full epoch of the target does not */
+    rlim_t limit = (rlim_t)(inc_max * 4 > 65536 ? inc_max * 4 : 65536);
+    if (full_bytes <= 2 * limit)
+        fail_msg("the full epoch (%llu bytes) must be well above the limit (%llu bytes)",
+                 (unsigned long long)full_bytes, (unsigned long long)limit);
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old_sa;
+    assert_int_equal(sigaction(SIGXFSZ, &ign, &old_sa), 0);
+    struct rlimit lim = {limit, old.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    tu_sleep_ms(10);
+    checkpoint_ok(t, &st); /* epoch 5: the chain is too long */
+    assert_true(st.compact_started);
+    assert_int_equal(rtcr_target_compaction_info(t, &ci), 0);
+    assert_true(ci.running); /* until a checkpoint (or the wait) finishes it */
+    assert_int_equal(ci.running_from, 1);
+    assert_int_equal(ci.running_upto, 5);
+    assert_true(ci.running_since_usec > 0);
+    assert_int_equal(ci.started, 1);
+    assert_int_equal(ci.chain_epochs, 5);
+    uint64_t upto = rtcr_target_compact_wait(t);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    assert_int_equal(sigaction(SIGXFSZ, &old_sa, NULL), 0);
+
+    assert_int_equal(rtcr_target_compaction_info(t, &ci), 0);
+    assert_false(ci.running);
+    assert_int_equal(ci.last, RTCR_COMPACTION_UNWRITTEN);
+    assert_string_equal(rtcr_compaction_outcome_name(ci.last), "unwritten");
+    assert_int_equal(ci.last_from, 1);
+    assert_int_equal(ci.last_upto, 5);
+    assert_true(ci.last_end_usec > 0);
+    assert_int_equal(ci.started, 1);
+    assert_int_equal(ci.committed, 0);
+    assert_int_equal(ci.failed, 1);
+    assert_int_equal(ci.discarded, 0);
+    assert_true(ci.error_usec > 0);
+    if (!strstr(ci.error, "compaction of epochs 1..5: full epoch 5 not written") ||
+        !strstr(ci.error, strerror(EFBIG)))
+        fail_msg("unexpected compaction error: %s", ci.error);
+    /* in memory the full epoch serves (memory stays bounded) ... */
+    assert_int_equal(upto, 5);
+    const rtcr_image_t *img = rtcr_target_image(t);
+    rtcr_image_err_t ierr;
+    assert_int_equal(rtcr_image_check(img, &ierr), 0);
+    assert_int_equal(rtcr_image_first(img), 5);
+    /* ... and the state dir still holds the chain 1..5, complete, with the same memory */
+    assert_int_equal(count_files_of(f->dir, "mw"), 5);
+    rtcr_image_t *disk = NULL;
+    assert_int_equal(rtcr_image_load_dir(f->dir, "mw", NULL, &ierr, &disk), 0);
+    assert_int_equal(rtcr_image_first(disk), 1);
+    assert_int_equal(rtcr_image_last(disk), 5);
+    rtcr_memstate_t *mem_disk = NULL, *mem_img = NULL;
+    assert_int_equal(rtcr_image_materialize(disk, 5, &ierr, &mem_disk), 0);
+    assert_int_equal(rtcr_image_materialize(img, 5, &ierr, &mem_img), 0);
+    assert_true(memstates_equal(mem_disk, mem_img));
+    rtcr_memstate_destroy(&mem_disk);
+    rtcr_memstate_destroy(&mem_img);
+    rtcr_image_destroy(&disk);
+
+    /* the cause is gone: a later checkpoint starts a compaction that commits and prunes */
+    uint64_t committed_upto = 0;
+    for (int i = 0; i < 12 && !committed_upto; i++) {
+        tu_sleep_ms(10);
+        checkpoint_ok(t, &st);
+        committed_upto = st.compacted_upto;
+        if (!committed_upto && st.compact_started)
+            committed_upto = rtcr_target_compact_wait(t);
+    }
+    assert_true(committed_upto > 5);
+    assert_int_equal(rtcr_target_compaction_info(t, &ci), 0);
+    assert_int_equal(ci.last, RTCR_COMPACTION_COMMITTED);
+    assert_int_equal(ci.last_upto, committed_upto);
+    assert_int_equal(ci.started, 2);
+    assert_int_equal(ci.committed, 1);
+    assert_int_equal(ci.failed, 1);
+    assert_true(strstr(ci.error, "full epoch 5 not written") != NULL); /* the last failure */
+    img = rtcr_target_image(t);
+    assert_int_equal(rtcr_image_first(img), committed_upto);
+    assert_int_equal(count_files_of(f->dir, "mw"), rtcr_image_count(img));
+
+    /* and the target continues from the chain the files hold */
+    long before = mw_periods(t);
+    assert_true(before > 0);
+    kill_wait(f->ecu, t);
+    char err[512];
+    assert_int_equal(rtcr_target_load_image(t, err, sizeof(err)), 0);
+    int r = rtcr_target_restore(t, 0, err, sizeof(err));
+    if (r < 0)
+        fail_msg("restore after the failed compaction failed: %s", err);
+    long after = -1;
+    for (int i = 0; i < 500 && after <= before; i++) {
+        tu_sleep_ms(10);
+        after = mw_periods(t);
+    }
+    assert_true(after > before);
 }
 
 static void corrupt_file(const char *dir, uint64_t epoch, bool truncate_it)
@@ -694,6 +877,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_badge_collision, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chain_of_100_equals_compacted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_background_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_write_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_truncated_foreign_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_on_another_ecu, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_running, setup, teardown),

@@ -217,6 +217,62 @@ int rtcr_target_checkpoint(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats, char
 /* Wait for the compaction running in the background, if any (see max_chain), and commit it.
  * Returns the epoch the full epoch replaced, 0 if none was committed. */
 uint64_t rtcr_target_compact_wait(rtcr_target_t *t);
+/* How the last background compaction of a target ended. */
+enum rtcr_compaction_outcome {
+    RTCR_COMPACTION_NONE = 0,  /* none has ended yet */
+    RTCR_COMPACTION_COMMITTED, /* the full epoch replaced the epochs it merges (and, with a
+                                  state dir, its file was written and the older files pruned) */
+    RTCR_COMPACTION_UNWRITTEN, /* committed in memory, but its file could not be written: the
+                                  state dir keeps the epoch files it merges, so the chain there
+                                  is unchanged and still complete (counted as failed) */
+    RTCR_COMPACTION_FAILED,    /* building or committing the full epoch failed: the chain is
+                                  unchanged in memory and on disk */
+    RTCR_COMPACTION_DISCARDED, /* dropped because the chain it read was replaced first (a new
+                                  full epoch, an image loaded or adopted): not a failure */
+    RTCR_COMPACTION_OUTCOME_MAX
+};
+/* "none", "committed", "unwritten", "failed", "discarded"; "?" if out of range. */
+const char *rtcr_compaction_outcome_name(enum rtcr_compaction_outcome o);
+
+#define RTCR_COMPACTION_ERR_MAX 384 /* bytes of rtcr_compaction_info_t.error */
+
+/* State of a target's background compaction (see max_chain), for operators. Counters cover
+ * the target's lifetime: started = committed + failed + discarded (+ 1 while one runs). */
+typedef struct rtcr_compaction_info {
+    unsigned max_chain;  /* the checkpoint parameter (0: compaction is off) */
+    size_t chain_epochs; /* epochs in the target's chain now (0: no image) */
+
+    bool running;                /* a compaction runs in the background now */
+    uint64_t running_from;       /* first epoch it merges (0 if none runs) */
+    uint64_t running_upto;       /* last epoch it merges, the number of its full epoch */
+    uint64_t running_since_usec; /* when it started (monotonic, 0 if none runs) */
+    bool running_on_kept;        /* it decodes only the epochs since the previous compaction,
+                                    onto the memory that one kept */
+
+    enum rtcr_compaction_outcome last; /* how the last compaction that ended ended */
+    uint64_t last_from;                /* its first epoch (0 if none ended) */
+    uint64_t last_upto;                /* its last epoch */
+    uint64_t last_usec;                /* how long it ran on its thread (0 if it never ran) */
+    bool last_on_kept;                 /* it built on kept memory */
+    uint64_t last_end_usec;            /* when it ended (monotonic, 0 if none ended) */
+
+    unsigned started;   /* compactions started (attempts, also those that could not start) */
+    unsigned committed; /* ended RTCR_COMPACTION_COMMITTED */
+    unsigned failed;    /* ended FAILED or UNWRITTEN, or could not start */
+    unsigned discarded; /* ended DISCARDED */
+
+    uint64_t error_usec; /* when the last failure happened (monotonic, 0: never) */
+    /* the last failure, naming the epochs and the cause, e.g. "compaction of epochs 1..9: full
+     * epoch 9 not written (...): write: ...: File too large"; kept after later successes; ""
+     * if none ever failed */
+    char error[RTCR_COMPACTION_ERR_MAX];
+} rtcr_compaction_info_t;
+
+/* The compaction state of the target. Thread-safe: copies under the target's lock, so it may
+ * be called from any thread while another one checkpoints the target and a compaction runs.
+ * Never fails (0). */
+int rtcr_target_compaction_info(rtcr_target_t *t, rtcr_compaction_info_t *ret_info);
+
 /* Statistics of the newest epoch taken; -ENOENT if none. */
 int rtcr_target_last_stats(rtcr_target_t *t, rtcr_epoch_stats_t *ret_stats);
 /* The target's image (chain of epochs), borrowed until the next checkpoint/restore; NULL if
