@@ -337,9 +337,8 @@ static void test_background_compaction(void **state)
 /* memwriter's newest "periods=<n>" from its LOG, -1 if none yet. */
 static int periods_line(void *ctx, const char *line)
 {
-    const char *p = strstr(line, "memwriter: periods=");
-    if (p)
-        *(long *)ctx = strtol(p + strlen("memwriter: periods="), NULL, 10);
+    if (strncmp(line, "periods=", strlen("periods=")) == 0)
+        *(long *)ctx = strtol(line + strlen("periods="), NULL, 10);
     return 0;
 }
 
