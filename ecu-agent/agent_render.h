@@ -47,19 +47,19 @@
 
 /* Statistics of one checkpoint epoch, as the runtime reports them (rtcr_epoch_stats_t). */
 typedef struct agent_epoch_stats {
-    uint64_t epoch;         /* epoch number */
-    bool full;              /* a full epoch (no parent) */
-    uint64_t quiesce_usec;  /* from the request until every entrypoint waited */
-    uint64_t freeze_usec;   /* how long the target was paused */
-    uint64_t pages_scanned; /* pages the dirty tracker looked at */
-    uint64_t pages_written; /* pages copied into the epoch */
-    uint64_t bytes_raw;     /* page bytes before compression */
-    uint64_t bytes_stored;  /* epoch bytes after compression and framing */
-    uint64_t encode_usec;   /* compress + hash + frame, while the target runs (wall time) */
+    uint64_t epoch;           /* epoch number */
+    bool full;                /* a full epoch (no parent) */
+    uint64_t quiesce_usec;    /* from the request until every entrypoint waited */
+    uint64_t freeze_usec;     /* how long the target was paused */
+    uint64_t pages_scanned;   /* pages the dirty tracker looked at */
+    uint64_t pages_written;   /* pages copied into the epoch */
+    uint64_t bytes_raw;       /* page bytes before compression */
+    uint64_t bytes_stored;    /* epoch bytes after compression and framing */
+    uint64_t encode_usec;     /* compress + hash + frame, while the target runs (wall time) */
     uint64_t encode_cpu_usec; /* CPU time the encoding thread spent on it */
-    bool encoded_idle;      /* the encoding began at SCHED_IDLE */
-    bool idle_capped;       /* and went back to normal scheduling at the cap */
-    uint64_t write_usec;    /* writing the epoch file */
+    bool encoded_idle;        /* the encoding began at SCHED_IDLE */
+    bool idle_capped;         /* and went back to normal scheduling at the cap */
+    uint64_t write_usec;      /* writing the epoch file */
 } agent_epoch_stats_t;
 
 /* How a target's last background compaction ended (rtcr_compaction_outcome). */
@@ -152,18 +152,18 @@ typedef struct agent_cap_row {
 
 /* ECU status. Strings borrowed. */
 typedef struct agent_status {
-    const char *name;     /* ECU name */
-    pid_t pid;            /* agent pid */
-    uint64_t uptime_usec; /* since the agent started */
-    unsigned targets;     /* configured targets */
-    unsigned running;     /* targets running (or starting) */
-    unsigned failed;      /* targets failed */
-    size_t ram_total;     /* ecu/ram */
-    size_t ram_quota;     /* sum of target quotas */
-    size_t ram_used;      /* sum of target RAM in use */
-    unsigned sensors;     /* simulated sensors firing */
-    const char *control;  /* control socket path */
-    int timer_priority;   /* SCHED_FIFO priority of the timer service, 0: normal scheduling */
+    const char *name;      /* ECU name */
+    pid_t pid;             /* agent pid */
+    uint64_t uptime_usec;  /* since the agent started */
+    unsigned targets;      /* configured targets */
+    unsigned running;      /* targets running (or starting) */
+    unsigned failed;       /* targets failed */
+    size_t ram_total;      /* ecu/ram */
+    size_t ram_quota;      /* sum of target quotas */
+    size_t ram_used;       /* sum of target RAM in use */
+    unsigned sensors;      /* simulated sensors firing */
+    const char *control;   /* control socket path */
+    int timer_priority;    /* SCHED_FIFO priority of the timer service, 0: normal scheduling */
     const char *timer_why; /* why the configured priority was refused, NULL if it was not */
     bool encode_idle;      /* epochs are encoded at SCHED_IDLE */
     const char *encode_idle_why; /* why encode_idle was asked for and is off, else NULL */

@@ -20,57 +20,57 @@
 #include <rtcr/rpc.h>
 #include <rtcr/utcb.h>
 
-#define COMP_ROOT_SIZE   (64u * 1024)  /* the root dataspace */
-#define COMP_HEAP_CHUNK  (64u * 1024)  /* minimum heap dataspace */
-#define COMP_HEAP_CHUNKS 64            /* heap dataspaces at most */
-#define COMP_ENV_MAGIC   0x31564e45u   /* "ENV1" */
-#define COMP_EP_MAGIC    0x31205045u   /* "EP 1" */
-#define COMP_SIG_MAGIC   0x31474953u   /* "SIG1" */
+#define COMP_ROOT_SIZE   (64u * 1024) /* the root dataspace */
+#define COMP_HEAP_CHUNK  (64u * 1024) /* minimum heap dataspace */
+#define COMP_HEAP_CHUNKS 64           /* heap dataspaces at most */
+#define COMP_ENV_MAGIC   0x31564e45u  /* "ENV1" */
+#define COMP_EP_MAGIC    0x31205045u  /* "EP 1" */
+#define COMP_SIG_MAGIC   0x31474953u  /* "SIG1" */
 
 struct rtcr_ep {
-    uint32_t magic;          /* COMP_EP_MAGIC while in use */
-    uint32_t index;          /* thread index in the PD's thread area */
-    uint64_t source_id;      /* the entrypoint's signal source */
-    rtcr_cap_t source_irq;   /* its IRQ (attached to this thread by core) */
-    char name[32];           /* thread name */
-    struct rtcr_env *env;    /* back pointer (heap address) */
+    uint32_t magic;        /* COMP_EP_MAGIC while in use */
+    uint32_t index;        /* thread index in the PD's thread area */
+    uint64_t source_id;    /* the entrypoint's signal source */
+    rtcr_cap_t source_irq; /* its IRQ (attached to this thread by core) */
+    char name[32];         /* thread name */
+    struct rtcr_env *env;  /* back pointer (heap address) */
 };
 
 /* A signal handler record; its address is the signal context's imprint. */
 struct comp_sigrec {
-    uint32_t magic;          /* COMP_SIG_MAGIC */
-    uint32_t ep;             /* dispatching entrypoint's thread index */
-    rtcr_signal_fn fn;       /* handler */
-    void *ctx;               /* its context */
+    uint32_t magic;    /* COMP_SIG_MAGIC */
+    uint32_t ep;       /* dispatching entrypoint's thread index */
+    rtcr_signal_fn fn; /* handler */
+    void *ctx;         /* its context */
 };
 
 struct heap_chunk {
-    uint64_t addr;           /* attached at */
-    uint64_t size;           /* bytes */
-    rtcr_cap_t ds;           /* dataspace capability */
+    uint64_t addr; /* attached at */
+    uint64_t size; /* bytes */
+    rtcr_cap_t ds; /* dataspace capability */
 };
 
 struct rtcr_env {
-    uint32_t magic;              /* COMP_ENV_MAGIC */
-    char name[64];               /* component name (label) */
-    rtcr_cap_t pd, cpu, ram, rm; /* environment sessions */
-    rtcr_cap_t log;              /* LOG session, 0 until first use */
-    rtcr_cap_t root_ds;          /* the root dataspace */
-    pthread_mutex_t lock;        /* protects capmap allocation, pool, heap */
-    struct rtcr_ep eps[RTCR_THREAD_MAX]; /* entrypoints by thread index */
+    uint32_t magic;                             /* COMP_ENV_MAGIC */
+    char name[64];                              /* component name (label) */
+    rtcr_cap_t pd, cpu, ram, rm;                /* environment sessions */
+    rtcr_cap_t log;                             /* LOG session, 0 until first use */
+    rtcr_cap_t root_ds;                         /* the root dataspace */
+    pthread_mutex_t lock;                       /* protects capmap allocation, pool, heap */
+    struct rtcr_ep eps[RTCR_THREAD_MAX];        /* entrypoints by thread index */
     struct heap_chunk chunks[COMP_HEAP_CHUNKS]; /* heap dataspaces */
-    unsigned n_chunks;           /* used entries of chunks */
-    void *free_list;             /* heap free blocks, address order */
-    void *user_root;             /* rtcr_env_set_root */
+    unsigned n_chunks;                          /* used entries of chunks */
+    void *free_list;                            /* heap free blocks, address order */
+    void *user_root;                            /* rtcr_env_set_root */
 };
 
 struct comp_proc {
-    void *utcb_base;             /* UTCB area mapping */
-    size_t utcb_size;            /* its size */
-    int pool_fd;                 /* RAM pool memfd */
-    struct rtcr_croot *root;     /* the root, once attached */
-    uint32_t *capmap;            /* boot map before the root exists, then root->capmap */
-    struct rtcr_env *env;        /* the environment */
+    void *utcb_base;         /* UTCB area mapping */
+    size_t utcb_size;        /* its size */
+    int pool_fd;             /* RAM pool memfd */
+    struct rtcr_croot *root; /* the root, once attached */
+    uint32_t *capmap;        /* boot map before the root exists, then root->capmap */
+    struct rtcr_env *env;    /* the environment */
 };
 extern struct comp_proc comp_proc;
 

@@ -118,9 +118,8 @@ int comp_call(rtcr_cap_t cap, rtcr_msg_t *msg, bool want_cap, rtcr_cap_t *ret_sl
     if (want_cap) {
         unsigned got;
         uint64_t badge;
-        if (r >= 0 && msg->tag.items == 1 && rtcr_msg_get_cap(msg, 0, &got) == 0 &&
-            got == slot && rtcr_msg_get(msg, 1, &badge) == 0 && badge != 0 &&
-            badge != RTCR_CAPMAP_RESERVED) {
+        if (r >= 0 && msg->tag.items == 1 && rtcr_msg_get_cap(msg, 0, &got) == 0 && got == slot &&
+            rtcr_msg_get(msg, 1, &badge) == 0 && badge != 0 && badge != RTCR_CAPMAP_RESERVED) {
             __atomic_store_n(&comp_proc.capmap[slot], (uint32_t)badge, __ATOMIC_RELEASE);
             *ret_slot = slot;
         } else {
@@ -219,8 +218,7 @@ int rtcr_ram_free(rtcr_env_t *env, rtcr_cap_t ds, void *addr)
     /* give the range back to the reservation so that nothing else lands there */
     uint64_t size;
     if (rtcr_msg_get(&m, 1, &size) == 0 && size)
-        mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
-             0);
+        mmap(addr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     rtcr_msg_init(&m, RTCR_RPC_RAM_FREE);
     rtcr_msg_put(&m, ds);
     r = comp_call(env->ram, &m, false, NULL);
@@ -272,8 +270,8 @@ static int heap_grow(rtcr_env_t *env, size_t need)
 {
     if (env->n_chunks >= COMP_HEAP_CHUNKS)
         return -ENOSPC;
-    size_t size = need + sizeof(struct blk) > COMP_HEAP_CHUNK ? need + sizeof(struct blk)
-                                                               : COMP_HEAP_CHUNK;
+    size_t size =
+        need + sizeof(struct blk) > COMP_HEAP_CHUNK ? need + sizeof(struct blk) : COMP_HEAP_CHUNK;
     rtcr_cap_t ds;
     void *addr;
     int r = rtcr_ram_alloc_attach(env, size, &ds, &addr);

@@ -22,8 +22,8 @@
 #include "ecu_internal.h"
 
 static const char *const state_names[RTCR_TARGET_STATE_MAX] = {
-    [RTCR_TARGET_STOPPED] = "stopped",   [RTCR_TARGET_STARTING] = "starting",
-    [RTCR_TARGET_RUNNING] = "running",   [RTCR_TARGET_FAILED] = "failed",
+    [RTCR_TARGET_STOPPED] = "stopped",     [RTCR_TARGET_STARTING] = "starting",
+    [RTCR_TARGET_RUNNING] = "running",     [RTCR_TARGET_FAILED] = "failed",
     [RTCR_TARGET_RESTORING] = "restoring",
 };
 
@@ -243,8 +243,7 @@ static bool is_executable_file(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
 
-int rtcr_ecu_add_target(rtcr_ecu_t *ecu, const rtcr_target_spec_t *spec,
-                        rtcr_target_t **ret_target)
+int rtcr_ecu_add_target(rtcr_ecu_t *ecu, const rtcr_target_spec_t *spec, rtcr_target_t **ret_target)
 {
     if (!spec || !spec->name || !*spec->name || strlen(spec->name) >= NAME_MAX_LEN ||
         !spec->binary || spec->ram_quota == 0 || spec->cap_limit == 0 ||
@@ -401,12 +400,11 @@ int rtcr_ecu_reap(rtcr_ecu_t *ecu)
         pthread_mutex_lock(&t->lock);
         if (WIFSIGNALED(status)) {
             t->exit_status = -WTERMSIG(status);
-            snprintf(t->failure, sizeof(t->failure), "killed by signal %d (%s)",
-                     WTERMSIG(status), strsignal(WTERMSIG(status)));
+            snprintf(t->failure, sizeof(t->failure), "killed by signal %d (%s)", WTERMSIG(status),
+                     strsignal(WTERMSIG(status)));
         } else {
             t->exit_status = WEXITSTATUS(status);
-            snprintf(t->failure, sizeof(t->failure), "exited with status %d",
-                     WEXITSTATUS(status));
+            snprintf(t->failure, sizeof(t->failure), "exited with status %d", WEXITSTATUS(status));
         }
         t->state = t->stopping ? RTCR_TARGET_STOPPED : RTCR_TARGET_FAILED;
         char detail[sizeof(t->failure)];

@@ -54,8 +54,8 @@ int rtcr_elf_build_id(const char *path, uint8_t *buf, size_t bufsz)
         r = read_at(fd, &sh, sizeof(sh), (off_t)(eh.e_shoff + i * sizeof(sh)));
         if (r < 0 || sh.sh_type != SHT_NOTE)
             continue;
-        if (sh.sh_offset > (uint64_t)st.st_size || sh.sh_size > (uint64_t)st.st_size - sh.sh_offset ||
-            sh.sh_size > 65536)
+        if (sh.sh_offset > (uint64_t)st.st_size ||
+            sh.sh_size > (uint64_t)st.st_size - sh.sh_offset || sh.sh_size > 65536)
             continue;
         uint8_t *notes = malloc(sh.sh_size ? sh.sh_size : 1);
         if (!notes) {

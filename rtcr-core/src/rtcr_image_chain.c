@@ -984,14 +984,14 @@ int rtcr_image_materialize(const rtcr_image_t *img, uint64_t epoch, rtcr_image_e
 /* ---- compaction ----------------------------------------------------------------------- */
 
 struct rtcr_image_compaction {
-    rtcr_image_t view;    /* epochs base..upto of the image, borrowed (view.borrowed) */
-    uint64_t upto;        /* the epoch the full one replaces */
-    rtcr_epoch_t *full;   /* built by _run */
-    int result;           /* of _run: 1 not run yet, 0 built, -errno */
-    rtcr_memstate_t *mem; /* before _run: memory to build on (or NULL); after: that of upto */
-    uint64_t raw;         /* bytes of the dataspaces declared at upto */
-    uint8_t *out;         /* a spare container of the image for the full epoch, or NULL */
-    size_t out_cap;       /* its usable bytes */
+    rtcr_image_t view;        /* epochs base..upto of the image, borrowed (view.borrowed) */
+    uint64_t upto;            /* the epoch the full one replaces */
+    rtcr_epoch_t *full;       /* built by _run */
+    int result;               /* of _run: 1 not run yet, 0 built, -errno */
+    rtcr_memstate_t *mem;     /* before _run: memory to build on (or NULL); after: that of upto */
+    uint64_t raw;             /* bytes of the dataspaces declared at upto */
+    uint8_t *out;             /* a spare container of the image for the full epoch, or NULL */
+    size_t out_cap;           /* its usable bytes */
     void (*progress)(void *); /* after every frame of the full epoch, or NULL */
     void *progress_ctx;       /* its argument */
 };

@@ -50,20 +50,20 @@
 #define MAX_SESSIONS 4096 /* sessions in one stored state */
 
 struct bmap {
-    uint32_t old_badge;   /* badge in the image */
-    struct obj *obj;      /* the recreated record */
+    uint32_t old_badge; /* badge in the image */
+    struct obj *obj;    /* the recreated record */
 };
 
 struct plan {
-    struct rtcr_target *t;       /* target */
-    uint64_t epoch;              /* epoch restored */
-    struct bmap *map;            /* old -> new */
-    size_t n, cap;               /* entries */
-    char *err;                   /* message buffer */
-    size_t errsz;                /* its size */
+    struct rtcr_target *t;        /* target */
+    uint64_t epoch;               /* epoch restored */
+    struct bmap *map;             /* old -> new */
+    size_t n, cap;                /* entries */
+    char *err;                    /* message buffer */
+    size_t errsz;                 /* its size */
     const struct standby_ext *sb; /* restoring from the standby: its layout, else NULL */
-    size_t sb_n;                 /* entries of sb */
-    bool sb_adopted;             /* the new pool is the standby's memfd (teardown zeroes it) */
+    size_t sb_n;                  /* entries of sb */
+    bool sb_adopted;              /* the new pool is the standby's memfd (teardown zeroes it) */
 };
 
 /* The standby cannot be used as it is: the restore starts over on the decoding path. */
@@ -73,8 +73,8 @@ static int fail(struct plan *p, int r, const char *fmt, ...) __attribute__((form
 static int fail(struct plan *p, int r, const char *fmt, ...)
 {
     if (p->err && p->errsz) {
-        int n = snprintf(p->err, p->errsz, "restore of '%s' from epoch %" PRIu64 ": ",
-                         p->t->name, p->epoch);
+        int n = snprintf(p->err, p->errsz, "restore of '%s' from epoch %" PRIu64 ": ", p->t->name,
+                         p->epoch);
         if (n >= 0 && (size_t)n < p->errsz) {
             va_list ap;
             va_start(ap, fmt);
@@ -131,15 +131,24 @@ static const RtcrImg__Session *find_type(const RtcrImg__StoredState *st, RtcrImg
 static enum rtcr_service service_of(RtcrImg__SessionType ty)
 {
     switch (ty) {
-    case RTCR_IMG__SESSION_TYPE__SESSION_PD: return RTCR_SVC_PD;
-    case RTCR_IMG__SESSION_TYPE__SESSION_CPU: return RTCR_SVC_CPU;
-    case RTCR_IMG__SESSION_TYPE__SESSION_RAM: return RTCR_SVC_RAM;
-    case RTCR_IMG__SESSION_TYPE__SESSION_RM: return RTCR_SVC_RM;
-    case RTCR_IMG__SESSION_TYPE__SESSION_ROM: return RTCR_SVC_ROM;
-    case RTCR_IMG__SESSION_TYPE__SESSION_LOG: return RTCR_SVC_LOG;
-    case RTCR_IMG__SESSION_TYPE__SESSION_TIMER: return RTCR_SVC_TIMER;
-    case RTCR_IMG__SESSION_TYPE__SESSION_IRQ: return RTCR_SVC_IRQ;
-    default: return RTCR_SVC_MAX;
+    case RTCR_IMG__SESSION_TYPE__SESSION_PD:
+        return RTCR_SVC_PD;
+    case RTCR_IMG__SESSION_TYPE__SESSION_CPU:
+        return RTCR_SVC_CPU;
+    case RTCR_IMG__SESSION_TYPE__SESSION_RAM:
+        return RTCR_SVC_RAM;
+    case RTCR_IMG__SESSION_TYPE__SESSION_RM:
+        return RTCR_SVC_RM;
+    case RTCR_IMG__SESSION_TYPE__SESSION_ROM:
+        return RTCR_SVC_ROM;
+    case RTCR_IMG__SESSION_TYPE__SESSION_LOG:
+        return RTCR_SVC_LOG;
+    case RTCR_IMG__SESSION_TYPE__SESSION_TIMER:
+        return RTCR_SVC_TIMER;
+    case RTCR_IMG__SESSION_TYPE__SESSION_IRQ:
+        return RTCR_SVC_IRQ;
+    default:
+        return RTCR_SVC_MAX;
     }
 }
 
@@ -168,8 +177,7 @@ static int check_state(struct plan *p, const RtcrImg__StoredState *st)
             for (size_t k = 0; k < s->ram->n_dataspaces; k++) {
                 const RtcrImg__Dataspace *d = s->ram->dataspaces[k];
                 if (d->size == 0 || d->size % 4096 || d->size > RTCR_IMAGE_MAX_DATASPACE)
-                    return fail(p, -EBADMSG, "dataspace %#x has size %" PRIu64, d->badge,
-                                d->size);
+                    return fail(p, -EBADMSG, "dataspace %#x has size %" PRIu64, d->badge, d->size);
                 ram += d->size;
             }
         if (s->state_case == RTCR_IMG__SESSION__STATE_CPU)
@@ -399,8 +407,8 @@ static int make_session(struct plan *p, const RtcrImg__Session *ps, struct sessi
         snprintf(name, sizeof(name), "ROM session '%s'", ps->rom->module);
         break;
     default: {
-        static const char *const n[RTCR_SVC_MAX] = {"PD", "CPU", "RAM", "RM", "ROM", "LOG",
-                                                   "Timer", "IRQ"};
+        static const char *const n[RTCR_SVC_MAX] = {"PD",  "CPU", "RAM",   "RM",
+                                                    "ROM", "LOG", "Timer", "IRQ"};
         snprintf(name, sizeof(name), "%s session '%s'", n[s->type], t->name);
     }
     }
@@ -470,8 +478,8 @@ static int link_session(struct plan *p, struct session *s, const RtcrImg__Sessio
                 a->addr = x->addr;
                 a->size = x->size;
                 a->offset = x->offset;
-                a->flags = (x->writable ? RTCR_RM_WRITABLE : 0) |
-                           (x->executable ? RTCR_RM_EXECUTABLE : 0);
+                a->flags =
+                    (x->writable ? RTCR_RM_WRITABLE : 0) | (x->executable ? RTCR_RM_EXECUTABLE : 0);
                 if (ds->readonly && x->writable) {
                     free(a);
                     return fail(p, -EBADMSG, "writable attachment of read-only dataspace %#x",
@@ -518,9 +526,10 @@ static int install_caps(struct plan *p, const RtcrImg__CapSpace *cs, struct sess
         case RTCR_IMG__OBJ_ROLE__ROLE_THREAD_GATE:
         case RTCR_IMG__OBJ_ROLE__ROLE_THREAD_PAGER:
         case RTCR_IMG__OBJ_ROLE__ROLE_THREAD_IRQ: {
-            unsigned off = ref->role == RTCR_IMG__OBJ_ROLE__ROLE_THREAD_GATE    ? RTCR_THREAD_GATE_OFF
-                           : ref->role == RTCR_IMG__OBJ_ROLE__ROLE_THREAD_PAGER ? RTCR_THREAD_PAGER_OFF
-                                                                               : RTCR_THREAD_IRQ_OFF;
+            unsigned off = ref->role == RTCR_IMG__OBJ_ROLE__ROLE_THREAD_GATE ? RTCR_THREAD_GATE_OFF
+                           : ref->role == RTCR_IMG__OBJ_ROLE__ROLE_THREAD_PAGER
+                               ? RTCR_THREAD_PAGER_OFF
+                               : RTCR_THREAD_IRQ_OFF;
             if (ref->thread_index >= RTCR_THREAD_MAX || !t->threads[ref->thread_index].kthread)
                 return fail(p, -EBADMSG, "slot %#x names missing thread %u", e->slot,
                             ref->thread_index);
@@ -534,8 +543,8 @@ static int install_caps(struct plan *p, const RtcrImg__CapSpace *cs, struct sess
                 if (p->map[j].old_badge == ref->badge)
                     o = p->map[j].obj;
             if (!nb || !o)
-                return fail(p, -EBADMSG, "slot %#x names object %#x that the image lacks",
-                            e->slot, ref->badge);
+                return fail(p, -EBADMSG, "slot %#x names object %#x that the image lacks", e->slot,
+                            ref->badge);
             obj = o->gate;
             break;
         }
@@ -578,8 +587,7 @@ static int install_caps(struct plan *p, const RtcrImg__CapSpace *cs, struct sess
                         rtcr_kobj_type_name(rtcr_kobj_type_of(obj)));
         int r = rtcr_task_install(k, t->task, e->slot, obj, e->rights & RTCR_CAP_ALL);
         if (r < 0)
-            return fail(p, r, "capability at slot %#x not installed: %s", e->slot,
-                        strerror(-r));
+            return fail(p, r, "capability at slot %#x not installed: %s", e->slot, strerror(-r));
     }
     return 0;
 }
@@ -659,8 +667,7 @@ static int ds_dest(void *opaque, uint32_t badge, uint64_t size, void **ret_dst)
     struct plan *p = opaque;
     struct dataspace *ds = (struct dataspace *)map_get(p, badge, OBJ_DATASPACE);
     if (!ds || ds->readonly || ds->size != size)
-        return fail(p, -EBADMSG, "image memory for dataspace %#x does not match its record",
-                    badge);
+        return fail(p, -EBADMSG, "image memory for dataspace %#x does not match its record", badge);
     *ret_dst = p->t->pool + ds->pool_off;
     return 0;
 }

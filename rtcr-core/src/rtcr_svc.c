@@ -29,13 +29,13 @@
 
 #include "ecu_internal.h"
 
-#define PAGE_SIZE_ 4096u
-#define SESSION_COST 4096u /* RAM quota a session must bring (its metadata in core) */
+#define PAGE_SIZE_    4096u
+#define SESSION_COST  4096u /* RAM quota a session must bring (its metadata in core) */
 #define PAGE_ALIGN(x) (((x) + PAGE_SIZE_ - 1) & ~(size_t)(PAGE_SIZE_ - 1))
 
 static const char *const service_names[RTCR_SVC_MAX] = {
-    [RTCR_SVC_PD] = "PD",   [RTCR_SVC_CPU] = "CPU",     [RTCR_SVC_RAM] = "RAM",
-    [RTCR_SVC_RM] = "RM",   [RTCR_SVC_ROM] = "ROM",     [RTCR_SVC_LOG] = "LOG",
+    [RTCR_SVC_PD] = "PD",       [RTCR_SVC_CPU] = "CPU", [RTCR_SVC_RAM] = "RAM",
+    [RTCR_SVC_RM] = "RM",       [RTCR_SVC_ROM] = "ROM", [RTCR_SVC_LOG] = "LOG",
     [RTCR_SVC_TIMER] = "Timer", [RTCR_SVC_IRQ] = "IRQ",
 };
 
@@ -152,9 +152,9 @@ int svc_obj_init_on(struct rtcr_target *t, struct obj *o, enum obj_kind kind, co
 }
 
 struct unmap_ctx {
-    rtcr_kobj_t *obj;           /* object whose capabilities go */
+    rtcr_kobj_t *obj;               /* object whose capabilities go */
     unsigned slots[RTCR_CAP_SLOTS]; /* slots found */
-    unsigned n;                 /* number found */
+    unsigned n;                     /* number found */
 };
 
 static int find_obj(void *ctx, const rtcr_cap_info_t *cap)
@@ -292,10 +292,20 @@ static int parse_size(const char *s, size_t *ret)
         return -EINVAL;
     unsigned long long mul = 1;
     switch (*end) {
-    case 'K': mul = 1ull << 10; end++; break;
-    case 'M': mul = 1ull << 20; end++; break;
-    case 'G': mul = 1ull << 30; end++; break;
-    default: break;
+    case 'K':
+        mul = 1ull << 10;
+        end++;
+        break;
+    case 'M':
+        mul = 1ull << 20;
+        end++;
+        break;
+    case 'G':
+        mul = 1ull << 30;
+        end++;
+        break;
+    default:
+        break;
     }
     if (*end || v > (1ull << 40) / mul)
         return -EINVAL;
@@ -324,7 +334,7 @@ void svc_uncharge(struct rtcr_target *t, size_t bytes)
 /* ---- dataspaces ------------------------------------------------------------------------ */
 
 int svc_ds_new(struct rtcr_target *t, size_t size, bool readonly, const char *what,
-                  struct dataspace **ret)
+               struct dataspace **ret)
 {
     struct dataspace *ds = calloc(1, sizeof(*ds));
     if (!ds)
@@ -513,7 +523,7 @@ const char *svc_rom_path(struct rtcr_target *t, const char *module)
 
 /* Read a ROM module's file into a fresh read-only dataspace. */
 int svc_rom_load(struct rtcr_target *t, const char *path, const char *module,
-                    struct dataspace **ret, size_t *ret_len)
+                 struct dataspace **ret, size_t *ret_len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -536,8 +546,8 @@ int svc_rom_load(struct rtcr_target *t, const char *path, const char *module,
     }
     size_t done = 0;
     while (done < (size_t)st.st_size) {
-        ssize_t n = pread(fd, t->pool + ds->pool_off + done, (size_t)st.st_size - done,
-                          (off_t)done);
+        ssize_t n =
+            pread(fd, t->pool + ds->pool_off + done, (size_t)st.st_size - done, (off_t)done);
         if (n <= 0) {
             close(fd);
             ds_free(t, ds);
@@ -566,8 +576,8 @@ static int parent_session(struct rtcr_target *t, const rtcr_msg_t *req, rtcr_msg
     size_t quota = 0;
     if (arg_get(args, "ram_quota", val, sizeof(val)) < 0 || parse_size(val, &quota) < 0 ||
         quota < SESSION_COST) {
-        deny(t, "%s session refused: args '%s' must give ram_quota >= %u", service_names[svc],
-             args, SESSION_COST);
+        deny(t, "%s session refused: args '%s' must give ram_quota >= %u", service_names[svc], args,
+             SESSION_COST);
         return -EDQUOT;
     }
     int r = cap_room(t, 1);
@@ -798,8 +808,8 @@ static int parent_dispatch(struct rtcr_target *t, uint64_t op, const rtcr_msg_t 
 
 /* ---- PD ---------------------------------------------------------------------------------- */
 
-static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
-                       const rtcr_msg_t *req, rtcr_msg_t *reply)
+static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op, const rtcr_msg_t *req,
+                       rtcr_msg_t *reply)
 {
     rtcr_kernel_t *k = t->ecu->kernel;
     uint64_t a1 = 0, a2 = 0;
@@ -875,8 +885,7 @@ static int pd_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
             return r;
         }
         char name[64];
-        snprintf(name, sizeof(name), "signal source %" PRIu64 " of ep %u", src->id,
-                 src->ep_index);
+        snprintf(name, sizeof(name), "signal source %" PRIu64 " of ep %u", src->id, src->ep_index);
         rtcr_kobj_set_name(src->irq, name);
         rtcr_msg_init(reply, 0);
         rtcr_msg_put(reply, src->id);
@@ -1091,8 +1100,8 @@ static bool range_free(struct session *s, uint64_t addr, size_t size)
     return true;
 }
 
-static int rm_dispatch(struct rtcr_target *t, struct session *s, uint64_t op,
-                       const rtcr_msg_t *req, rtcr_msg_t *reply)
+static int rm_dispatch(struct rtcr_target *t, struct session *s, uint64_t op, const rtcr_msg_t *req,
+                       rtcr_msg_t *reply)
 {
     uint64_t slot, size, offset, at, flags;
     int r;
@@ -1381,15 +1390,33 @@ int svc_dispatch(void *ctx, rtcr_kobj_t *thread, uint64_t label, const rtcr_msg_
     } else if (o->kind == OBJ_SESSION) {
         struct session *s = (struct session *)o;
         switch (s->type) {
-        case RTCR_SVC_PD: r = pd_dispatch(t, s, op, req, reply); break;
-        case RTCR_SVC_CPU: r = cpu_dispatch(t, op, req, reply); break;
-        case RTCR_SVC_RAM: r = ram_dispatch(t, s, op, req, reply); break;
-        case RTCR_SVC_RM: r = rm_dispatch(t, s, op, req, reply); break;
-        case RTCR_SVC_ROM: r = rom_dispatch(t, s, op, reply); break;
-        case RTCR_SVC_LOG: r = log_dispatch(t, s, op, req); break;
-        case RTCR_SVC_TIMER: r = timer_dispatch(t, s, op, req, reply); break;
-        case RTCR_SVC_IRQ: r = irq_dispatch(t, s, op, req, reply); break;
-        default: r = -ENOSYS; break;
+        case RTCR_SVC_PD:
+            r = pd_dispatch(t, s, op, req, reply);
+            break;
+        case RTCR_SVC_CPU:
+            r = cpu_dispatch(t, op, req, reply);
+            break;
+        case RTCR_SVC_RAM:
+            r = ram_dispatch(t, s, op, req, reply);
+            break;
+        case RTCR_SVC_RM:
+            r = rm_dispatch(t, s, op, req, reply);
+            break;
+        case RTCR_SVC_ROM:
+            r = rom_dispatch(t, s, op, reply);
+            break;
+        case RTCR_SVC_LOG:
+            r = log_dispatch(t, s, op, req);
+            break;
+        case RTCR_SVC_TIMER:
+            r = timer_dispatch(t, s, op, req, reply);
+            break;
+        case RTCR_SVC_IRQ:
+            r = irq_dispatch(t, s, op, req, reply);
+            break;
+        default:
+            r = -ENOSYS;
+            break;
         }
     } else {
         r = -ENOSYS; /* dataspaces and signal contexts have no RPC interface of their own */

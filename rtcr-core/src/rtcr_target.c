@@ -53,7 +53,7 @@
 extern char **environ;
 
 #define POOL_SLACK (1u << 20) /* pool bytes beyond quota and ROM content */
-#define PAGE_SZ 4096u
+#define PAGE_SZ    4096u
 
 uint64_t now_usec(void)
 {
@@ -252,8 +252,7 @@ static void *mirror_main(void *p)
                     rtcr_utcb_complete(th->m, r, NULL, 0);
                     pthread_mutex_unlock(&t->freeze_lock);
                     break;
-                }
-                else if (req.op == RTCR_UTCB_OP_IRQ_TRIGGER)
+                } else if (req.op == RTCR_UTCB_OP_IRQ_TRIGGER)
                     r = rtcr_irq_trigger(k, irq);
                 else
                     r = rtcr_irq_unmask(k, irq);

@@ -14,9 +14,9 @@
 #include <rtcr/utcb.h>
 
 struct hostile {
-    rtcr_env_t *env;   /* environment */
-    rtcr_cap_t timer;  /* Timer session */
-    uint64_t alive;    /* heartbeat count */
+    rtcr_env_t *env;  /* environment */
+    rtcr_cap_t timer; /* Timer session */
+    uint64_t alive;   /* heartbeat count */
 };
 
 static int raw(rtcr_env_t *env, rtcr_cap_t cap, rtcr_msg_t *m)
@@ -112,11 +112,13 @@ void rtcr_component_construct(rtcr_env_t *env)
     report(env, "unknown opcode to parent", raw(env, RTCR_PARENT_CAP, &m));
 
     /* quotas: a session without enough quota; RAM until refused; capabilities until refused */
-    report(env, "session with ram_quota=1", rtcr_session_open(env, RTCR_SVC_LOG, "ram_quota=1", &cap));
+    report(env, "session with ram_quota=1",
+           rtcr_session_open(env, RTCR_SVC_LOG, "ram_quota=1", &cap));
     enum { MAX_SESS = 4096 };
     rtcr_cap_t *sess = rtcr_heap_alloc(env, MAX_SESS * sizeof(*sess));
     unsigned n = 0;
-    while (n < MAX_SESS && (r = rtcr_session_open(env, RTCR_SVC_LOG, "ram_quota=4K", &sess[n])) == 0)
+    while (n < MAX_SESS &&
+           (r = rtcr_session_open(env, RTCR_SVC_LOG, "ram_quota=4K", &sess[n])) == 0)
         n++;
     rtcr_log(env, "cap limit: %u sessions then %d", n, r);
     while (n > 0) { /* close them again: their slots must become free */

@@ -10,9 +10,9 @@
 #define SPIN_USEC   1500000
 
 struct spinner {
-    rtcr_env_t *env;   /* environment */
-    rtcr_cap_t timer;  /* Timer session */
-    uint64_t spins;    /* spins done */
+    rtcr_env_t *env;        /* environment */
+    rtcr_cap_t timer;       /* Timer session */
+    uint64_t spins;         /* spins done */
     volatile uint64_t sink; /* keeps the loop from being optimised away */
 };
 

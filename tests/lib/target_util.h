@@ -21,10 +21,10 @@ bool tu_wait_state(rtcr_ecu_t *ecu, rtcr_target_t *t, enum rtcr_target_state sta
 
 /* A snapshot of a cap space. */
 struct tu_caps {
-    unsigned n;                          /* entries */
-    unsigned slot[4096];                 /* slot numbers, ascending */
-    enum rtcr_kobj_type type[4096];      /* types */
-    rtcr_badge_t badge[4096];            /* badges (gates) */
+    unsigned n;                     /* entries */
+    unsigned slot[4096];            /* slot numbers, ascending */
+    enum rtcr_kobj_type type[4096]; /* types */
+    rtcr_badge_t badge[4096];       /* badges (gates) */
 };
 int tu_caps_get(rtcr_target_t *t, struct tu_caps *ret);
 enum rtcr_kobj_type tu_caps_type_at(const struct tu_caps *cs, unsigned slot);

@@ -244,8 +244,8 @@ static void test_checkpoint(void **state)
     s.idle_capped = true;
     assert_int_equal(agent_render_checkpoint("brake", &s, &json, &text), 0);
     assert_non_null(strstr(json, "\"encoded_idle\":true,\"idle_capped\":true,"));
-    assert_non_null(strstr(
-        text, "\n  encode CPU:      90us (began at idle priority, normal after the cap)\n"));
+    assert_non_null(
+        strstr(text, "\n  encode CPU:      90us (began at idle priority, normal after the cap)\n"));
     free(json);
     free(text);
 }

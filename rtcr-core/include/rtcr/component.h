@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef unsigned rtcr_cap_t;       /* a capability: slot in the component's cap space */
+typedef unsigned rtcr_cap_t;        /* a capability: slot in the component's cap space */
 typedef struct rtcr_env rtcr_env_t; /* the component's environment (lives in its heap) */
 typedef struct rtcr_ep rtcr_ep_t;   /* an entrypoint (lives in its heap) */
 
@@ -29,8 +29,8 @@ typedef struct rtcr_ep rtcr_ep_t;   /* an entrypoint (lives in its heap) */
 void rtcr_component_construct(rtcr_env_t *env);
 
 /* ---- environment ------------------------------------------------------------------------ */
-const char *rtcr_env_name(const rtcr_env_t *env);  /* the component's name (its label) */
-rtcr_ep_t *rtcr_env_ep(rtcr_env_t *env);           /* the main entrypoint */
+const char *rtcr_env_name(const rtcr_env_t *env); /* the component's name (its label) */
+rtcr_ep_t *rtcr_env_ep(rtcr_env_t *env);          /* the main entrypoint */
 /* The component's root object (the pointer it registered; NULL if none): handy for tools. */
 void rtcr_env_set_root(rtcr_env_t *env, void *root);
 void *rtcr_env_root(const rtcr_env_t *env);

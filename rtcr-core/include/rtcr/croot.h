@@ -28,20 +28,20 @@
 #define RTCR_CAPMAP_RESERVED 0xffffffffu /* slot reserved as a receive window, no cap yet */
 
 struct rtcr_pool_entry {
-    uint32_t badge;  /* badge of the RPC object, 0 = free entry */
-    uint32_t kcap;   /* slot of its capability in the component */
-    uint32_t ep;     /* thread index of the serving entrypoint */
-    uint32_t magic;  /* RTCR_POOL_ENTRY_MAGIC while in use */
-    uint64_t fn;     /* handler (code address: identical after restore) */
-    uint64_t ctx;    /* handler context (heap address: identical after restore) */
+    uint32_t badge; /* badge of the RPC object, 0 = free entry */
+    uint32_t kcap;  /* slot of its capability in the component */
+    uint32_t ep;    /* thread index of the serving entrypoint */
+    uint32_t magic; /* RTCR_POOL_ENTRY_MAGIC while in use */
+    uint64_t fn;    /* handler (code address: identical after restore) */
+    uint64_t ctx;   /* handler context (heap address: identical after restore) */
 };
 #define RTCR_POOL_ENTRY_MAGIC 0x4f424a31u /* "OBJ1" */
 
 struct rtcr_croot {
-    uint64_t magic;                          /* RTCR_CROOT_MAGIC */
-    uint32_t version;                        /* RTCR_CROOT_VERSION */
-    uint32_t size;                           /* bytes of the root, tables included */
-    uint32_t capmap[RTCR_CAP_SLOTS];         /* kcap -> badge, 0 none, RESERVED window */
+    uint64_t magic;                             /* RTCR_CROOT_MAGIC */
+    uint32_t version;                           /* RTCR_CROOT_VERSION */
+    uint32_t size;                              /* bytes of the root, tables included */
+    uint32_t capmap[RTCR_CAP_SLOTS];            /* kcap -> badge, 0 none, RESERVED window */
     struct rtcr_pool_entry pool[RTCR_POOL_MAX]; /* object pool */
 };
 

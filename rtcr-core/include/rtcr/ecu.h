@@ -35,9 +35,9 @@ const char *rtcr_target_state_name(enum rtcr_target_state s); /* "running", ... 
 
 /* Parameters of an ECU. Strings are copied. */
 typedef struct rtcr_ecu_params {
-    const char *name;        /* ECU name, e.g. "ecu1" */
-    size_t ram_total;        /* RAM the ECU can hand out to all targets together (bytes) */
-    unsigned log_lines;      /* LOG lines kept per target for `ecuctl log` (ring buffer) */
+    const char *name;   /* ECU name, e.g. "ecu1" */
+    size_t ram_total;   /* RAM the ECU can hand out to all targets together (bytes) */
+    unsigned log_lines; /* LOG lines kept per target for `ecuctl log` (ring buffer) */
     /* Real-time priority of the timer service thread, which fires every target's Timer
      * sessions: 1..99 runs it SCHED_FIFO at that priority, so that timer signals stay punctual
      * while the ECU's own work (checkpoint encoding, compaction) keeps the CPUs busy; 0 runs it
@@ -65,23 +65,23 @@ typedef struct rtcr_rom_spec {
 
 /* How to run one target. Strings and arrays are copied. */
 typedef struct rtcr_target_spec {
-    const char *name;              /* unique on the ECU */
-    const char *binary;            /* path of the executable (its ROM module "binary") */
-    size_t ram_quota;              /* RAM quota of the target (bytes) */
-    unsigned cap_limit;            /* max capabilities the component may hold (<= 4096) */
-    const rtcr_rom_spec_t *roms;   /* extra ROM modules */
-    size_t n_roms;                 /* number of roms */
-    const char *const *services;   /* services this target provides to others (names) */
-    size_t n_services;             /* number of services */
+    const char *name;            /* unique on the ECU */
+    const char *binary;          /* path of the executable (its ROM module "binary") */
+    size_t ram_quota;            /* RAM quota of the target (bytes) */
+    unsigned cap_limit;          /* max capabilities the component may hold (<= 4096) */
+    const rtcr_rom_spec_t *roms; /* extra ROM modules */
+    size_t n_roms;               /* number of roms */
+    const char *const *services; /* services this target provides to others (names) */
+    size_t n_services;           /* number of services */
 } rtcr_target_spec_t;
 
 /* Events reported to the agent. */
 enum rtcr_ecu_event {
-    RTCR_EV_TARGET_STARTED = 0, /* construct done, target running */
-    RTCR_EV_TARGET_EXITED,      /* process ended (state says FAILED or STOPPED) */
+    RTCR_EV_TARGET_STARTED = 0,     /* construct done, target running */
+    RTCR_EV_TARGET_EXITED,          /* process ended (state says FAILED or STOPPED) */
     RTCR_EV_TARGET_KILLED_BY_AGENT, /* the runtime killed a misbehaving target (reason given) */
-    RTCR_EV_TARGET_DENIED,      /* a request of the target was refused (quota, cap limit, bad
-                                   message); detail says which and why */
+    RTCR_EV_TARGET_DENIED,          /* a request of the target was refused (quota, cap limit, bad
+                                       message); detail says which and why */
     RTCR_EV_MAX
 };
 typedef void (*rtcr_ecu_event_fn)(void *ctx, rtcr_target_t *t, enum rtcr_ecu_event ev,
@@ -178,29 +178,29 @@ typedef struct rtcr_ckpt_params {
 
 /* Statistics of one epoch (in the style of CRIU's dump statistics). */
 typedef struct rtcr_epoch_stats {
-    uint64_t epoch;          /* epoch number */
-    bool full;               /* a full epoch (no parent) */
-    uint64_t quiesce_usec;   /* from the request until every entrypoint waited */
-    uint64_t freeze_usec;    /* how long the target was paused (quiesced to resumed) */
-    uint64_t pages_scanned;  /* pages the dirty tracker looked at */
-    uint64_t pages_written;  /* pages copied into the epoch */
-    uint64_t bytes_raw;      /* page bytes before compression */
-    uint64_t bytes_stored;   /* epoch bytes after compression and framing */
-    uint64_t encode_usec;    /* compress + hash + frame, while the target runs (wall time) */
+    uint64_t epoch;           /* epoch number */
+    bool full;                /* a full epoch (no parent) */
+    uint64_t quiesce_usec;    /* from the request until every entrypoint waited */
+    uint64_t freeze_usec;     /* how long the target was paused (quiesced to resumed) */
+    uint64_t pages_scanned;   /* pages the dirty tracker looked at */
+    uint64_t pages_written;   /* pages copied into the epoch */
+    uint64_t bytes_raw;       /* page bytes before compression */
+    uint64_t bytes_stored;    /* epoch bytes after compression and framing */
+    uint64_t encode_usec;     /* compress + hash + frame, while the target runs (wall time) */
     uint64_t encode_cpu_usec; /* CPU time the encoding thread spent on it: encode_usec less
                                  the time it was preempted (at SCHED_IDLE, by every thread) */
-    uint64_t write_usec;     /* writing the epoch file (0 without a state dir) */
-    bool recycled;           /* written into the container of an epoch compaction dropped */
-    bool compact_started;    /* chain longer than max_chain: compaction started (background) */
-    uint64_t compacted_upto; /* a compaction committed: epochs up to this one are now one full
-                                epoch (0: none this time) */
-    uint64_t compact_usec;   /* how long that compaction ran on its thread */
-    bool compact_on_kept;    /* that compaction decoded only the epochs since the previous one,
-                                onto the memory it kept */
-    uint64_t compact_wait;   /* usec waited for a running compaction (chain at 2 x max_chain) */
-    bool encoded_idle;       /* the encoding began at SCHED_IDLE (rtcr_ecu_params.encode_idle) */
-    bool idle_capped;        /* and went back to the thread's own policy after
-                                RTCR_ENCODE_IDLE_MAX_MSEC */
+    uint64_t write_usec;      /* writing the epoch file (0 without a state dir) */
+    bool recycled;            /* written into the container of an epoch compaction dropped */
+    bool compact_started;     /* chain longer than max_chain: compaction started (background) */
+    uint64_t compacted_upto;  /* a compaction committed: epochs up to this one are now one full
+                                 epoch (0: none this time) */
+    uint64_t compact_usec;    /* how long that compaction ran on its thread */
+    bool compact_on_kept;     /* that compaction decoded only the epochs since the previous one,
+                                 onto the memory it kept */
+    uint64_t compact_wait;    /* usec waited for a running compaction (chain at 2 x max_chain) */
+    bool encoded_idle;        /* the encoding began at SCHED_IDLE (rtcr_ecu_params.encode_idle) */
+    bool idle_capped;         /* and went back to the thread's own policy after
+                                 RTCR_ENCODE_IDLE_MAX_MSEC */
 } rtcr_epoch_stats_t;
 
 /* Set the checkpoint parameters (before the first checkpoint of an incarnation). -EINVAL. */

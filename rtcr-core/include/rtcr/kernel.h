@@ -64,20 +64,20 @@
 
 /* ---- numbers (kept equal to Genode 16.08 base-foc / Fiasco.OC) -------------------------- */
 
-#define RTCR_CAP_SHIFT        12   /* selector = slot << 12 (L4_CAP_SHIFT) */
-#define RTCR_CAP_SLOTS        4096 /* Cap_index_allocator_tpl<Cap_index, 4096> */
-#define RTCR_TASK_CAP         1    /* L4_BASE_TASK_CAP */
-#define RTCR_PARENT_CAP       8    /* PARENT_CAP */
-#define RTCR_THREAD_AREA_BASE 9    /* THREAD_AREA_BASE = MAIN_THREAD_CAP */
-#define RTCR_THREAD_AREA_SLOT 3    /* THREAD_AREA_SLOT: gate, pager, irq */
-#define RTCR_THREAD_GATE_OFF  0    /* THREAD_GATE_CAP */
-#define RTCR_THREAD_PAGER_OFF 1    /* THREAD_PAGER_CAP */
-#define RTCR_THREAD_IRQ_OFF   2    /* THREAD_IRQ_CAP */
-#define RTCR_THREAD_MAX       128  /* Platform_pd THREAD_MAX */
+#define RTCR_CAP_SHIFT        12    /* selector = slot << 12 (L4_CAP_SHIFT) */
+#define RTCR_CAP_SLOTS        4096  /* Cap_index_allocator_tpl<Cap_index, 4096> */
+#define RTCR_TASK_CAP         1     /* L4_BASE_TASK_CAP */
+#define RTCR_PARENT_CAP       8     /* PARENT_CAP */
+#define RTCR_THREAD_AREA_BASE 9     /* THREAD_AREA_BASE = MAIN_THREAD_CAP */
+#define RTCR_THREAD_AREA_SLOT 3     /* THREAD_AREA_SLOT: gate, pager, irq */
+#define RTCR_THREAD_GATE_OFF  0     /* THREAD_GATE_CAP */
+#define RTCR_THREAD_PAGER_OFF 1     /* THREAD_PAGER_CAP */
+#define RTCR_THREAD_IRQ_OFF   2     /* THREAD_IRQ_CAP */
+#define RTCR_THREAD_MAX       128   /* Platform_pd THREAD_MAX */
 #define RTCR_USER_BASE_CAP    0x200 /* USER_BASE_CAP, first slot the component allocates */
 
 /* slot of thread i's gate / pager / irq */
-#define RTCR_THREAD_SLOT(i, off) (RTCR_THREAD_AREA_BASE + (i) * RTCR_THREAD_AREA_SLOT + (off))
+#define RTCR_THREAD_SLOT(i, off) (RTCR_THREAD_AREA_BASE + (i)*RTCR_THREAD_AREA_SLOT + (off))
 
 /* capability rights (L4_CAP_FPAGE_*) */
 #define RTCR_CAP_W   (1u << 0) /* write: may modify the object (e.g. bind a gate) */
@@ -88,15 +88,15 @@
 #define RTCR_CAP_ALL (RTCR_CAP_R | RTCR_CAP_W | RTCR_CAP_S | RTCR_CAP_D)
 
 /* badges: 4-aligned ids; the 2 low bits of a delivered label carry S and W */
-#define RTCR_BADGE_STEP   (1u << 2)  /* CAP_ID_OFFSET */
-#define RTCR_BADGE_RANGE  (1u << 28) /* CAP_ID_RANGE (Genode HEAD) */
-#define RTCR_BADGE_INVALID 0u        /* Cap_index UNUSED */
+#define RTCR_BADGE_STEP        (1u << 2)  /* CAP_ID_OFFSET */
+#define RTCR_BADGE_RANGE       (1u << 28) /* CAP_ID_RANGE (Genode HEAD) */
+#define RTCR_BADGE_INVALID     0u         /* Cap_index UNUSED */
 #define RTCR_LABEL_RIGHTS_MASK 3u
 
 /* message registers and items (l4_utcb: 63 MRs; map item = 2 words) */
-#define RTCR_MSG_WORDS    63
-#define RTCR_ITEM_MAP     8u /* L4_ITEM_MAP */
-#define RTCR_MAP_GRANT    2u /* L4_MAP_ITEM_GRANT: move instead of copy */
+#define RTCR_MSG_WORDS     63
+#define RTCR_ITEM_MAP      8u /* L4_ITEM_MAP */
+#define RTCR_MAP_GRANT     2u /* L4_MAP_ITEM_GRANT: move instead of copy */
 #define RTCR_RCV_SLOTS_MAX 58 /* L4_UTCB_GENERIC_BUFFERS_SIZE */
 
 /* message tag flags and kernel protocol labels (l4sys types.h) */
@@ -130,7 +130,7 @@ typedef struct rtcr_msgtag {
  * mr[words + 2k + 1] = rtcr_obj_fpage(slot, rights). On delivery the kernel rewrites each
  * delivered item's fpage word to name the receive slot it was mapped into. */
 typedef struct rtcr_msg {
-    rtcr_msgtag_t tag;            /* the message tag */
+    rtcr_msgtag_t tag;           /* the message tag */
     uint64_t mr[RTCR_MSG_WORDS]; /* message registers */
 } rtcr_msg_t;
 
@@ -210,7 +210,7 @@ int rtcr_gate_create_rpc(rtcr_kernel_t *k, rtcr_kobj_t *thread, rtcr_kobj_t **re
 int rtcr_irq_create(rtcr_kernel_t *k, rtcr_kobj_t **ret_irq);
 
 void rtcr_kobj_ref(rtcr_kobj_t *o);
-void rtcr_kobj_unref(rtcr_kobj_t **p);        /* NULL-safe, NULLs *p */
+void rtcr_kobj_unref(rtcr_kobj_t **p); /* NULL-safe, NULLs *p */
 /* -EIDRM if already deleted, -EINVAL for NULL or an object of another kernel */
 int rtcr_kobj_delete(rtcr_kernel_t *k, rtcr_kobj_t *o);
 enum rtcr_kobj_type rtcr_kobj_type_of(const rtcr_kobj_t *o);

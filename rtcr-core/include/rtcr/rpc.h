@@ -61,17 +61,18 @@ enum rtcr_rpc_op {
     RTCR_RPC_RAM_FREE,          /* (ds cap) -> 0 */
     RTCR_RPC_RAM_QUOTA,         /* () -> quota, used */
     /* RM session (the PD's address space) */
-    RTCR_RPC_RM_ATTACH = 0x500, /* (ds cap, size, offset, at (0 = any), flags) -> address, pool off */
-    RTCR_RPC_RM_DETACH,         /* (address) -> size */
+    RTCR_RPC_RM_ATTACH =
+        0x500,          /* (ds cap, size, offset, at (0 = any), flags) -> address, pool off */
+    RTCR_RPC_RM_DETACH, /* (address) -> size */
     /* ROM session */
     RTCR_RPC_ROM_DATASPACE = 0x600, /* () -> ds cap, badge, ds size, content length */
     /* LOG session */
     RTCR_RPC_LOG_WRITE = 0x700, /* (str line) -> 0 */
     /* Timer session */
-    RTCR_RPC_TIMER_SIGH = 0x800,    /* (context cap) -> 0 */
-    RTCR_RPC_TIMER_TRIGGER_ONCE,    /* (usec) -> 0 */
+    RTCR_RPC_TIMER_SIGH = 0x800,     /* (context cap) -> 0 */
+    RTCR_RPC_TIMER_TRIGGER_ONCE,     /* (usec) -> 0 */
     RTCR_RPC_TIMER_TRIGGER_PERIODIC, /* (usec, 0 = stop) -> 0 */
-    RTCR_RPC_TIMER_NOW,             /* () -> monotonic usec since session creation */
+    RTCR_RPC_TIMER_NOW,              /* () -> monotonic usec since session creation */
     /* IRQ session */
     RTCR_RPC_IRQ_SIGH = 0x900, /* (context cap) -> 0 */
     RTCR_RPC_IRQ_ACK,          /* () -> 0 */
@@ -91,14 +92,14 @@ enum rtcr_rpc_op {
 #define RTCR_AS_SIZE (64ull << 30)
 
 /* Limits on strings in messages (bytes, without terminator). */
-#define RTCR_RPC_STR_MAX 400
+#define RTCR_RPC_STR_MAX      400
 #define RTCR_SESSION_ARGS_MAX 160 /* Genode's Session_args (String<160>) */
 
 /* File descriptors a target process is started with. */
-#define RTCR_FD_UTCB 3   /* memfd: the UTCB area, one UTCB per thread */
-#define RTCR_FD_POOL 4   /* memfd: the RAM pool holding every dataspace of the target */
+#define RTCR_FD_UTCB   3 /* memfd: the UTCB area, one UTCB per thread */
+#define RTCR_FD_POOL   4 /* memfd: the RAM pool holding every dataspace of the target */
 #define RTCR_FD_PARENT 5 /* unix seqpacket socket to the agent (uffd hand-over, liveness) */
-#define RTCR_ENV_MODE "RTCR_MODE" /* "fresh" or "restore" */
+#define RTCR_ENV_MODE  "RTCR_MODE" /* "fresh" or "restore" */
 
 /* ---- message helpers (bounds-checked; a failed put/get returns -EMSGSIZE/-EBADMSG) ---- */
 
