@@ -258,17 +258,23 @@ static void test_chain_of_100_equals_compacted(void **state)
     assert_int_equal(m.drops, 0);
 }
 
-static size_t count_epoch_files(const char *dir)
+/* epoch files of target `name` in state dir `dir` */
+static size_t count_files_of(const char *dir, const char *name)
 {
     char path[512];
     size_t n = 0;
-    snprintf(path, sizeof(path), "%s/brake", dir);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
     DIR *d = opendir(path);
     assert_non_null(d);
     for (struct dirent *de; (de = readdir(d));)
         n += strncmp(de->d_name, "epoch-", 6) == 0;
     closedir(d);
     return n;
+}
+
+static size_t count_epoch_files(const char *dir)
+{
+    return count_files_of(dir, "brake");
 }
 
 /* max_chain 8: compaction runs on its own thread. The chain never holds more than 2 x 8
@@ -346,19 +352,6 @@ static long mw_periods(rtcr_target_t *t)
 {
     long n = -1;
     rtcr_target_foreach_log(t, periods_line, &n);
-    return n;
-}
-
-static size_t count_files_of(const char *dir, const char *name)
-{
-    char path[512];
-    size_t n = 0;
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    DIR *d = opendir(path);
-    assert_non_null(d);
-    for (struct dirent *de; (de = readdir(d));)
-        n += strncmp(de->d_name, "epoch-", 6) == 0;
-    closedir(d);
     return n;
 }
 
