@@ -598,17 +598,23 @@ __attribute__((format(printf, 3, 4))) static void reply_error(reply_t *rp, int e
     va_end(ap);
 }
 
+/* What cmd_targets collects of one target. The row's pointers into the other members are set
+ * once the array no longer moves. */
+typedef struct target_entry {
+    agent_target_row_t row;            /* the row rendered */
+    char *failure;                     /* copy of the failure text, or NULL */
+    agent_epoch_stats_t stats;         /* last epoch statistics */
+    bool has_stats;                    /* stats is valid */
+    rtcr_compaction_info_t compaction; /* compaction state */
+    rtcr_standby_info_t standby;       /* standby state (its strings point into it) */
+    agent_compaction_t comp_row;       /* compaction, rendered */
+    agent_standby_t sb_row;            /* standby, rendered */
+} target_entry_t;
+
 typedef struct row_list {
-    agent_target_row_t *rows;           /* rows collected */
-    char **failures;                    /* copies of failure texts, parallel to rows */
-    agent_epoch_stats_t *stats;         /* last epoch statistics, parallel to rows */
-    bool *has_stats;                    /* whether stats[i] is valid, parallel to rows */
-    rtcr_compaction_info_t *compaction; /* compaction state, parallel to rows */
-    rtcr_standby_info_t *standby;       /* standby state, parallel to rows */
-    agent_compaction_t *comp_rows;      /* compaction[] rendered, parallel to rows */
-    agent_standby_t *sb_rows;           /* standby[] rendered, parallel to rows */
-    size_t n, cap;                      /* used and allocated */
-    bool oom;                           /* an allocation failed */
+    target_entry_t *v; /* entries collected */
+    size_t n, cap;     /* used and allocated */
+    bool oom;          /* an allocation failed */
 } row_list_t;
 
 static int collect_target(void *ctx, rtcr_target_t *t)
@@ -616,57 +622,36 @@ static int collect_target(void *ctx, rtcr_target_t *t)
     row_list_t *l = ctx;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
-        agent_target_row_t *r = realloc(l->rows, cap * sizeof(*r));
-        if (r)
-            l->rows = r;
-        char **f = realloc(l->failures, cap * sizeof(*f));
-        if (f)
-            l->failures = f;
-        agent_epoch_stats_t *st = realloc(l->stats, cap * sizeof(*st));
-        if (st)
-            l->stats = st;
-        bool *hs = realloc(l->has_stats, cap * sizeof(*hs));
-        if (hs)
-            l->has_stats = hs;
-        rtcr_compaction_info_t *ci = realloc(l->compaction, cap * sizeof(*ci));
-        if (ci)
-            l->compaction = ci;
-        rtcr_standby_info_t *si = realloc(l->standby, cap * sizeof(*si));
-        if (si)
-            l->standby = si;
-        agent_compaction_t *cr = realloc(l->comp_rows, cap * sizeof(*cr));
-        if (cr)
-            l->comp_rows = cr;
-        agent_standby_t *sr = realloc(l->sb_rows, cap * sizeof(*sr));
-        if (sr)
-            l->sb_rows = sr;
-        if (!r || !f || !st || !hs || !ci || !si || !cr || !sr) {
+        target_entry_t *v = realloc(l->v, cap * sizeof(*v));
+        if (!v) {
             l->oom = true;
             return 1;
         }
+        l->v = v;
         l->cap = cap;
     }
+    target_entry_t *e = &l->v[l->n];
     enum rtcr_target_state s = rtcr_target_state(t);
     char failure[RTCR_FAILURE_MAX];
     bool failed = s == RTCR_TARGET_FAILED && rtcr_target_failure(t, failure, sizeof(failure)) > 0;
-    l->failures[l->n] = failed ? strdup(failure) : NULL;
+    e->failure = failed ? strdup(failure) : NULL;
     rtcr_epoch_stats_t es;
-    l->has_stats[l->n] = rtcr_target_last_stats(t, &es) == 0;
-    if (l->has_stats[l->n])
-        l->stats[l->n] = stats_of(&es);
-    rtcr_target_compaction_info(t, &l->compaction[l->n]);
-    rtcr_target_standby_info(t, &l->standby[l->n]);
-    l->rows[l->n] = (agent_target_row_t){
+    e->has_stats = rtcr_target_last_stats(t, &es) == 0;
+    if (e->has_stats)
+        e->stats = stats_of(&es);
+    rtcr_target_compaction_info(t, &e->compaction);
+    rtcr_target_standby_info(t, &e->standby);
+    e->row = (agent_target_row_t){
         .name = rtcr_target_name(t),
         .state = rtcr_target_state_name(s),
         .pid = rtcr_target_pid(t),
         .restarts = rtcr_target_restarts(t),
         .ram_quota = rtcr_target_ram_quota(t),
         .ram_used = rtcr_target_ram_used(t),
-        .failure = l->failures[l->n],
+        .failure = e->failure,
     };
-    if (s == RTCR_TARGET_FAILED && !l->rows[l->n].failure)
-        l->rows[l->n].failure = "failed";
+    if (s == RTCR_TARGET_FAILED && !e->row.failure)
+        e->row.failure = "failed";
     l->n++;
     return 0;
 }
@@ -675,25 +660,22 @@ static void cmd_targets(agent_t *a, reply_t *rp)
 {
     row_list_t l = {0};
     rtcr_ecu_foreach_target(a->ecu, collect_target, &l);
+    agent_target_row_t *rows = l.oom ? NULL : calloc(l.n ? l.n : 1, sizeof(*rows));
     uint64_t now = now_usec();
-    for (size_t i = 0; i < l.n; i++) { /* the arrays no longer move */
-        l.rows[i].last_epoch = l.has_stats[i] ? &l.stats[i] : NULL;
-        l.comp_rows[i] = compaction_of(&l.compaction[i], now);
-        l.sb_rows[i] = standby_of(&l.standby[i]);
-        l.rows[i].compaction = &l.comp_rows[i];
-        l.rows[i].standby = &l.sb_rows[i];
+    for (size_t i = 0; rows && i < l.n; i++) { /* the entries no longer move */
+        target_entry_t *e = &l.v[i];
+        e->comp_row = compaction_of(&e->compaction, now);
+        e->sb_row = standby_of(&e->standby);
+        rows[i] = e->row;
+        rows[i].last_epoch = e->has_stats ? &e->stats : NULL;
+        rows[i].compaction = &e->comp_row;
+        rows[i].standby = &e->sb_row;
     }
-    rp->err = l.oom ? -ENOMEM : agent_render_targets(l.rows, l.n, &rp->json, &rp->text);
+    rp->err = !rows ? -ENOMEM : agent_render_targets(rows, l.n, &rp->json, &rp->text);
     for (size_t i = 0; i < l.n; i++)
-        free(l.failures[i]);
-    free(l.failures);
-    free(l.stats);
-    free(l.has_stats);
-    free(l.compaction);
-    free(l.standby);
-    free(l.comp_rows);
-    free(l.sb_rows);
-    free(l.rows);
+        free(l.v[i].failure);
+    free(l.v);
+    free(rows);
 }
 
 typedef struct cap_list {
