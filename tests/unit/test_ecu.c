@@ -22,16 +22,22 @@
 
 #include "../lib/target_util.h"
 
+/* the brake target with 8 MiB of RAM and 512 capabilities */
+static rtcr_target_spec_t brake_spec(void)
+{
+    return (rtcr_target_spec_t){.name = "brake",
+                                .binary = tu_target_path("brake"),
+                                .ram_quota = 8u << 20,
+                                .cap_limit = 512};
+}
+
 static void test_brake_runs(void **state)
 {
     (void)state;
     rtcr_ecu_params_t p = {.name = "ecu-test", .ram_total = 256u << 20, .log_lines = 64};
     rtcr_ecu_t *ecu = NULL;
     assert_int_equal(rtcr_ecu_new(&p, &ecu), 0);
-    rtcr_target_spec_t spec = {.name = "brake",
-                               .binary = tu_target_path("brake"),
-                               .ram_quota = 8u << 20,
-                               .cap_limit = 512};
+    rtcr_target_spec_t spec = brake_spec();
     rtcr_target_t *t = NULL;
     assert_int_equal(rtcr_ecu_add_target(ecu, &spec, &t), 0);
     assert_int_equal(rtcr_ecu_add_target(ecu, &spec, NULL), -EEXIST);
@@ -229,10 +235,7 @@ static void test_timer_priority(void **state)
         assert_int_equal(fifo_threads(7), 0);
     }
     /* the timers still fire: a brake target ticks */
-    rtcr_target_spec_t spec = {.name = "brake",
-                               .binary = tu_target_path("brake"),
-                               .ram_quota = 8u << 20,
-                               .cap_limit = 512};
+    rtcr_target_spec_t spec = brake_spec();
     rtcr_target_t *t = NULL;
     assert_int_equal(rtcr_ecu_add_target(ecu, &spec, &t), 0);
     assert_int_equal(rtcr_target_start(t), 0);
